@@ -1,0 +1,108 @@
+//! The norm-update rules: the only difference between DDN (Alg. 1) and ANU (Alg. 2).
+//!
+//! Both rules hand the shared loop a per-sample factor gamma_k; the loop then shrinks
+//! eps by (1 - gamma_k) after an adversarial iterate and grows it by (1 + gamma_k) otherwise
+//! (Alg. 1 steps 6-10, Alg. 2 steps 16-20).
+
+use burn::prelude::*;
+
+/// Upper bound on ANU's gamma_k. Alg. 2 multiplies gamma by (1 + alpha_gamma) whenever the
+/// last two iterates agree, which unguarded would pass 1 and make eps negative. Capping
+/// gamma_k at 0.9 keeps (1 - gamma_k) >= 0.1, so eps stays positive and at most shrinks
+/// tenfold per step; it never binds for DDN's or the paper's gamma_0 values on their own.
+pub const GAMMA_MAX: f32 = 0.9;
+
+/// How the factor gamma_k of the eps update is chosen each iteration.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "rule", rename_all = "lowercase")]
+pub enum NormUpdate {
+    /// DDN (Alg. 1): a fixed gamma.
+    Ddn {
+        /// The fixed factor (0.05 in the papers).
+        gamma: f32,
+    },
+    /// ANU (Alg. 2 steps 7-14): gamma_k grows by (1 + alpha_gamma) while the last two
+    /// iterates agree on being adversarial and shrinks by (1 - alpha_gamma) when they differ;
+    /// alpha_gamma is cosine-annealed from `alpha_gamma0` to 0 over the K iterations.
+    Anu {
+        /// Initial factor gamma_0.
+        gamma0: f32,
+        /// Initial alpha_gamma.
+        alpha_gamma0: f32,
+    },
+}
+
+impl NormUpdate {
+    /// Short name of the attack this rule makes: `ddn` or `anu`.
+    pub fn attack_name(&self) -> &'static str {
+        match self {
+            NormUpdate::Ddn { .. } => "ddn",
+            NormUpdate::Anu { .. } => "anu",
+        }
+    }
+
+    /// Checks the parameters, returning a readable reason when they are unusable.
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |name: &str, v: f32, hi: f32| {
+            if v.is_finite() && (0.0..hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} must be in [0, {hi}), got {v}"))
+            }
+        };
+        match *self {
+            NormUpdate::Ddn { gamma } => check("gamma", gamma, 1.0),
+            NormUpdate::Anu { gamma0, alpha_gamma0 } => {
+                check("gamma0", gamma0, GAMMA_MAX)?;
+                check("alpha_gamma", alpha_gamma0, 1.0)
+            }
+        }
+    }
+
+    /// The rule's per-batch state before the first iteration.
+    pub(crate) fn start(&self, batch: usize, device: &Device) -> NormUpdateState {
+        let gamma0 = match *self {
+            NormUpdate::Ddn { gamma } => gamma,
+            NormUpdate::Anu { gamma0, .. } => gamma0,
+        };
+        NormUpdateState {
+            gamma: Tensor::full([batch], gamma0, device),
+            // Alg. 2 step 2: A_{-1} <- 0.
+            last_adversarial: Tensor::<1>::zeros([batch], device).bool(),
+        }
+    }
+
+    /// gamma_k for iteration `k` (0-based) of `steps`, given whether x'_{k-1} is adversarial.
+    pub(crate) fn gamma(
+        &self,
+        state: &mut NormUpdateState,
+        adversarial: &Tensor<1, Bool>,
+        k: usize,
+        steps: usize,
+    ) -> Tensor<1> {
+        if let NormUpdate::Anu { alpha_gamma0, .. } = *self {
+            let alpha_gamma = cosine_annealed(alpha_gamma0, 0.0, k, steps);
+            // Steps 8-9: A_{-2} <- A_{-1}; A_{-1} <- Bool(x'_{k-1} is adversarial).
+            let previous = std::mem::replace(&mut state.last_adversarial, adversarial.clone());
+            let same = previous.equal(adversarial.clone());
+            // Steps 10-14.
+            let grown = state.gamma.clone().mul_scalar(1.0 + alpha_gamma);
+            let shrunk = state.gamma.clone().mul_scalar(1.0 - alpha_gamma);
+            state.gamma = shrunk.mask_where(same, grown).clamp_max(GAMMA_MAX);
+        }
+        state.gamma.clone()
+    }
+}
+
+/// Per-sample state of a [`NormUpdate`] rule.
+pub(crate) struct NormUpdateState {
+    gamma: Tensor<1>,
+    last_adversarial: Tensor<1, Bool>,
+}
+
+/// Cosine annealing from `start` (k = 0) towards `end` (k = steps), as DDN's step size:
+/// `end + (start - end) * (1 + cos(pi k / steps)) / 2`.
+pub fn cosine_annealed(start: f32, end: f32, k: usize, steps: usize) -> f32 {
+    let phase = std::f64::consts::PI * k as f64 / steps.max(1) as f64;
+    (end as f64 + (start as f64 - end as f64) * (1.0 + phase.cos()) / 2.0) as f32
+}

@@ -1,0 +1,61 @@
+//! CIFAR-10, binary version: records of one label byte then 3072 bytes (R, G, B planes).
+
+use std::path::Path;
+
+use super::{DataError, Dataset, Split, find_file, read_maybe_gz};
+
+/// Bytes of one record: the label and a 3x32x32 image.
+pub const RECORD_BYTES: usize = 1 + 3 * 32 * 32;
+
+fn batch_names(split: Split) -> Vec<&'static str> {
+    match split {
+        Split::Train => vec![
+            "data_batch_1",
+            "data_batch_2",
+            "data_batch_3",
+            "data_batch_4",
+            "data_batch_5",
+        ],
+        Split::Test => vec!["test_batch"],
+    }
+}
+
+/// Loads one split from `dir` (`data_batch_{1..5}.bin[.gz]`, `test_batch.bin[.gz]`).
+pub fn load(dir: &Path, split: Split) -> Result<Dataset, DataError> {
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for name in batch_names(split) {
+        let path = find_file(dir, &[format!("{name}.bin.gz"), format!("{name}.bin")])?;
+        let (p, l) = parse_records(&path, &read_maybe_gz(&path)?)?;
+        pixels.extend(p);
+        labels.extend(l);
+    }
+    Dataset::new(pixels, labels, [3, 32, 32], 10).map_err(DataError::Missing)
+}
+
+/// Parses concatenated CIFAR-10 binary records.
+pub fn parse_records(path: &Path, bytes: &[u8]) -> Result<(Vec<f32>, Vec<u8>), DataError> {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_BYTES) {
+        return Err(DataError::format(
+            path,
+            format!(
+                "{} bytes is not a whole number of {RECORD_BYTES}-byte records (truncated or corrupt)",
+                bytes.len()
+            ),
+        ));
+    }
+    let n = bytes.len() / RECORD_BYTES;
+    let mut pixels = Vec::with_capacity(n * (RECORD_BYTES - 1));
+    let mut labels = Vec::with_capacity(n);
+    for (i, record) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
+        if record[0] >= 10 {
+            return Err(DataError::format(
+                path,
+                format!("record {i} has label {}, not a class 0-9", record[0]),
+            ));
+        }
+        labels.push(record[0]);
+        pixels.extend(record[1..].iter().map(|&b| b as f32 / 255.0));
+    }
+    Ok((pixels, labels))
+}

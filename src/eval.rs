@@ -1,0 +1,34 @@
+//! Clean accuracy of a classifier on a data set.
+
+use burn::prelude::*;
+
+use crate::data::Dataset;
+use crate::models::Classifier;
+
+/// Fraction and count of correctly classified images, evaluated in batches without autodiff.
+pub fn accuracy(model: &Classifier, data: &Dataset, device: &Device, batch_size: usize) -> (f64, usize) {
+    let model = model.valid().to_device(&device.clone().inner());
+    let mut correct = 0usize;
+    let mut start = 0;
+    while start < data.len() {
+        let end = (start + batch_size).min(data.len());
+        let (images, labels) = data.batch(start, end, &device.clone().inner());
+        let predicted = model.forward(images).argmax(1).reshape([end - start]);
+        correct += predicted.equal(labels).int().sum().into_scalar::<i64>() as usize;
+        start = end;
+    }
+    (correct as f64 / data.len().max(1) as f64, correct)
+}
+
+/// Predicted class of every image.
+pub fn predictions(model: &Classifier, images: Tensor<4>) -> Vec<i64> {
+    let model = model.valid().to_device(&images.device().inner());
+    let b = images.dims()[0];
+    model
+        .forward(images.inner())
+        .argmax(1)
+        .reshape([b])
+        .into_data()
+        .iter::<i64>()
+        .collect()
+}

@@ -1,0 +1,215 @@
+//! Attack tests on the committed MNIST model: the adversarials are real, inside [0,1], with
+//! the norms reported; ANU with alpha_gamma = 0 is DDN bit for bit; gradients are right.
+
+mod common;
+
+use anu::attack::{AttackConfig, AttackSet, Goal, NormUpdate, attack_all, prepare_model, run};
+use anu::data::labels_tensor;
+use anu::eval::predictions;
+use anu::models::{Classifier, weights};
+use burn::prelude::*;
+
+fn model() -> Classifier {
+    weights::load(&common::mnist_model_path(), &Device::flex())
+        .expect("committed MNIST model")
+        .model
+}
+
+const ANU_MNIST: NormUpdate = NormUpdate::Anu {
+    gamma0: 0.4,
+    alpha_gamma0: 0.15,
+};
+
+/// Checks every successful adversarial: misclassified (or on target), in [0,1], norm as reported.
+fn check_adversarials(model: &Classifier, set: &AttackSet, adv: &[f32], norms: &[f32], success: &[bool]) {
+    let device = Device::flex();
+    let len = set.data.image_len();
+    let [c, h, w] = set.data.image_shape;
+    let images =
+        Tensor::<1>::from_data(TensorData::new(adv.to_vec(), [adv.len()]), &device).reshape([set.len(), c, h, w]);
+    let predicted = predictions(model, images);
+    assert!(adv.iter().all(|p| (0.0..=1.0).contains(p)), "adversarial outside [0,1]");
+    for i in 0..set.len() {
+        if !success[i] {
+            continue;
+        }
+        match &set.targets {
+            Some(t) => assert_eq!(predicted[i], t[i] as i64, "attack {i} missed its target"),
+            None => assert_ne!(
+                predicted[i], set.data.labels[i] as i64,
+                "attack {i} is not misclassified"
+            ),
+        }
+        let x = &set.data.pixels[i * len..(i + 1) * len];
+        let a = &adv[i * len..(i + 1) * len];
+        let l2 = x
+            .iter()
+            .zip(a)
+            .map(|(p, q)| ((q - p) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            (l2 - norms[i] as f64).abs() < 1e-4 * (1.0 + l2),
+            "attack {i}: reported {} but ||x'-x|| = {l2}",
+            norms[i]
+        );
+    }
+}
+
+#[test]
+fn untargeted_anu_and_ddn_find_real_adversarials() {
+    let model = model();
+    let set = AttackSet::untargeted(common::mnist_test(24));
+    for rule in [ANU_MNIST, NormUpdate::Ddn { gamma: 0.05 }] {
+        let config = AttackConfig::new(60, rule);
+        let r = attack_all(&model, &set, &config, 12, &Device::flex(), true, || {});
+        let adv = r.adversarials.unwrap();
+        assert!(
+            r.success.iter().all(|&s| s),
+            "{rule:?}: every MNIST image should be broken"
+        );
+        check_adversarials(&model, &set, &adv, &r.norms, &r.success);
+        let (mean, _) = anu::attack::stats::mean_median(&r.norms);
+        // Minimal adversarial norms of a standard MNIST CNN are around 1-2.
+        assert!(mean > 0.3 && mean < 3.0, "{rule:?}: mean norm {mean}");
+    }
+}
+
+#[test]
+fn targeted_attacks_reach_their_targets() {
+    let model = model();
+    let set = AttackSet::all_other_targets(&common::mnist_test(2));
+    assert_eq!(set.len(), 18);
+    let config = AttackConfig::new(
+        100,
+        NormUpdate::Anu {
+            gamma0: 0.05,
+            alpha_gamma0: 0.05,
+        },
+    );
+    let r = attack_all(&model, &set, &config, 18, &Device::flex(), true, || {});
+    assert!(r.success.iter().filter(|&&s| s).count() >= 17, "{:?}", r.success);
+    check_adversarials(&model, &set, r.adversarials.as_ref().unwrap(), &r.norms, &r.success);
+}
+
+#[test]
+fn anu_with_zero_alpha_gamma_is_exactly_ddn() {
+    let model = prepare_model(&model(), &Device::flex());
+    let data = common::mnist_test(10);
+    let device = Device::flex().autodiff();
+    let (images, labels) = data.batch(0, 10, &device);
+    let goal = Goal::Untargeted(labels);
+    let mut ddn = AttackConfig::new(40, NormUpdate::Ddn { gamma: 0.05 });
+    ddn.record_trace = true;
+    let mut anu0 = ddn.clone();
+    anu0.norm_update = NormUpdate::Anu {
+        gamma0: 0.05,
+        alpha_gamma0: 0.0,
+    };
+    let a = run(&model, images.clone(), &goal, &ddn, |_| {});
+    let b = run(&model, images.clone(), &goal, &anu0, |_| {});
+    assert_eq!(a.norms, b.norms);
+    assert_eq!(a.success, b.success);
+    assert_eq!(a.trace.as_ref().unwrap().eps, b.trace.as_ref().unwrap().eps);
+    assert_eq!(a.trace.as_ref().unwrap().norm, b.trace.as_ref().unwrap().norm);
+    let xa: Vec<f32> = a.adversarials.into_data().iter::<f32>().collect();
+    let xb: Vec<f32> = b.adversarials.into_data().iter::<f32>().collect();
+    assert_eq!(xa, xb);
+    // And the adaptive rule does change the run once alpha_gamma > 0.
+    let mut anu = ddn.clone();
+    anu.norm_update = NormUpdate::Anu {
+        gamma0: 0.05,
+        alpha_gamma0: 0.15,
+    };
+    let c = run(&model, images, &goal, &anu, |_| {});
+    assert_ne!(a.trace.unwrap().eps, c.trace.unwrap().eps);
+}
+
+#[test]
+fn already_reached_goal_has_norm_zero_and_trace_is_monotone() {
+    let model = model();
+    let data = common::mnist_test(6);
+    let device = Device::flex();
+    let predicted = predictions(&model, data.batch(0, 6, &device).0);
+    // Targeting the class the model already predicts: x itself is the answer.
+    let targets: Vec<u8> = predicted.iter().map(|&p| p as u8).collect();
+    let prepared = prepare_model(&model, &device);
+    let ad = device.clone().autodiff();
+    let mut config = AttackConfig::new(10, ANU_MNIST);
+    config.record_trace = true;
+    let r = run(
+        &prepared,
+        data.batch(0, 6, &ad).0,
+        &Goal::Targeted(labels_tensor(&targets, &ad)),
+        &config,
+        |_| {},
+    );
+    assert!(r.success.iter().all(|&s| s));
+    assert!(r.norms.iter().all(|&n| n == 0.0), "{:?}", r.norms);
+
+    let r = run(
+        &prepared,
+        data.batch(0, 6, &ad).0,
+        &Goal::Untargeted(labels_tensor(&data.labels, &ad)),
+        &config,
+        |_| {},
+    );
+    let trace = r.trace.unwrap();
+    assert_eq!(trace.best_norm.len(), 10);
+    for i in 0..6 {
+        for k in 1..10 {
+            assert!(trace.best_norm[k][i] <= trace.best_norm[k - 1][i]);
+        }
+        assert_eq!(trace.norm[0][i], 0.0, "the first iterate is x itself");
+    }
+}
+
+#[test]
+fn quantised_iterates_lie_on_the_256_level_grid() {
+    let model = model();
+    let set = AttackSet::untargeted(common::mnist_test(6));
+    let mut config = AttackConfig::new(30, NormUpdate::Ddn { gamma: 0.05 });
+    config.quantize = true;
+    let r = attack_all(&model, &set, &config, 6, &Device::flex(), true, || {});
+    let adv = r.adversarials.unwrap();
+    assert!(adv.iter().all(|&p| ((p * 255.0) - (p * 255.0).round()).abs() < 1e-3));
+    check_adversarials(&model, &set, &adv, &r.norms, &r.success);
+}
+
+#[test]
+fn input_gradient_matches_finite_differences() {
+    let device = Device::flex();
+    let model = prepare_model(&model(), &device);
+    let data = common::mnist_test(3);
+    let ad = device.clone().autodiff();
+    let (images, labels) = data.batch(0, 3, &ad);
+    let loss_of = |x: Tensor<4>| -> f64 {
+        let logits = model.forward(x);
+        anu::train::cross_entropy(logits, labels.clone())
+            .inner()
+            .into_scalar::<f32>() as f64
+    };
+    let leaf = images.clone().require_grad();
+    let loss = anu::train::cross_entropy(model.forward(leaf.clone()), labels.clone());
+    let grad = leaf.grad(&loss.backward()).unwrap().inner();
+    // Directional derivatives along a few random directions, by central differences.
+    for seed in 0..3 {
+        device.seed(seed);
+        let v = images
+            .clone()
+            .inner()
+            .random_like(burn::tensor::Distribution::Normal(0.0, 1.0));
+        let v = v
+            .clone()
+            .div_scalar(v.clone().square().sum().sqrt().into_scalar::<f32>());
+        let analytic = grad.clone().mul(v.clone()).sum().into_scalar::<f32>() as f64;
+        let h = 1e-2f32;
+        let plus = loss_of(Tensor::from_inner(images.clone().inner().add(v.clone().mul_scalar(h))));
+        let minus = loss_of(Tensor::from_inner(images.clone().inner().sub(v.mul_scalar(h))));
+        let numeric = (plus - minus) / (2.0 * h as f64);
+        assert!(
+            (analytic - numeric).abs() <= 0.05 * analytic.abs().max(numeric.abs()) + 1e-4,
+            "direction {seed}: autodiff {analytic} vs finite differences {numeric}"
+        );
+    }
+}
