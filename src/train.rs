@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use burn::module::{ModuleMapper, Param, ParamId};
 use burn::optim::{
     AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig,
 };
 use burn::prelude::*;
+use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use burn::tensor::activation::log_softmax;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -134,16 +136,29 @@ pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
     log_softmax(logits, 1).gather(1, labels.reshape([b, 1])).mean().neg()
 }
 
-/// Trains a model and writes it to `out`; resumes from `<out>.ckpt/` when `resume` is set.
-/// Returns the per-epoch log.
+/// How one invocation of [`train`] runs.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Continue from the checkpoint `<out>.ckpt/` when there is one.
+    pub resume: bool,
+    /// Stop (after checkpointing) once this many epochs have run in this invocation; a later
+    /// `resume` continues exactly where it stopped.
+    pub stop_after: Option<usize>,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+/// Trains a model; writes it to `out` once all epochs are done. Returns the per-epoch log
+/// (of all epochs so far, resumed ones included).
 pub fn train(
     config: &TrainConfig,
     train_set: &Dataset,
     test_set: Option<&Dataset>,
     device: &Device,
     out: &Path,
-    resume: bool,
+    options: &RunOptions,
 ) -> Result<Vec<EpochLog>> {
+    let resume = options.resume;
     if config.batch_size == 0 || config.epochs == 0 {
         bail!("batch size and epochs must be at least 1");
     }
@@ -153,7 +168,7 @@ pub fn train(
     };
     let ad_device = device.clone().autodiff();
     device.seed(config.seed);
-    let mut model = Classifier::new(config.arch, &ad_device);
+    let mut model = with_stable_ids(Classifier::new(config.arch, &ad_device));
     let mut optim = make_optimizer(config);
     let ckpt = checkpoint_dir(out);
     let mut log = Vec::new();
@@ -166,7 +181,17 @@ pub fn train(
                     index.config
                 );
             }
-            model = weights::load(&ckpt.join(&index.weights), &ad_device)?.model;
+            // The burnpack record keeps each parameter's id, which the optimiser state is keyed by.
+            let path = ckpt.join(&index.weights);
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("{}: cannot read the checkpoint", path.display()))?;
+            let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+                .map_err(|e| anyhow::anyhow!("{}: corrupt checkpoint: {e:?}", path.display()))?;
+            model = with_stable_ids(
+                model
+                    .try_load_record(record)
+                    .map_err(|e| anyhow::anyhow!("{}: checkpoint does not fit the model: {e:?}", path.display()))?,
+            );
             let bytes = std::fs::read(ckpt.join(&index.optimizer)).with_context(|| {
                 format!(
                     "{}: cannot read the optimiser state",
@@ -187,13 +212,21 @@ pub fn train(
     let n = train_set.len();
     let batches_per_epoch = n.div_ceil(config.batch_size);
     let total_iters = batches_per_epoch * config.epochs;
-    for epoch in log.len()..config.epochs {
+    let first = log.len();
+    let last = options
+        .stop_after
+        .map_or(config.epochs, |n| (first + n).min(config.epochs));
+    for epoch in first..last {
         // Each epoch has its own seed so a resumed run sees the same order as an unbroken one.
         let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed.wrapping_add(epoch as u64 * 7919));
         device.seed(config.seed.wrapping_add(epoch as u64 * 104_729));
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rng);
-        let bar = ProgressBar::new(batches_per_epoch as u64);
+        let bar = if options.progress {
+            ProgressBar::new(batches_per_epoch as u64)
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_style(
             ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
                 .expect("valid template")
@@ -263,8 +296,25 @@ pub fn train(
         log.push(entry);
         write_checkpoint(&ckpt, config, &model, &optim, &log)?;
     }
-    weights::save(&model, config.arch, out)?;
+    if log.len() == config.epochs {
+        weights::save(&model, config.arch, out)?;
+    }
     Ok(log)
+}
+
+/// Gives the parameters ids that depend only on their order in the model, so that the
+/// optimiser state saved in a checkpoint (keyed by parameter id) finds its parameters again
+/// in a model rebuilt on resume.
+fn with_stable_ids(model: Classifier) -> Classifier {
+    struct StableIds(u64);
+    impl ModuleMapper for StableIds {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            self.0 += 1;
+            let (_, value, mapper) = param.consume();
+            Param::from_mapped_value(ParamId::from(self.0), value, mapper)
+        }
+    }
+    model.map(&mut StableIds(0x616e_7500_0000))
 }
 
 fn read_index(ckpt: &Path) -> Result<Option<CheckpointIndex>> {
@@ -288,9 +338,14 @@ fn write_checkpoint(
 ) -> Result<()> {
     std::fs::create_dir_all(ckpt).with_context(|| format!("{}: cannot create", ckpt.display()))?;
     let epoch = log.len();
-    let weights_name = format!("epoch-{epoch:04}.safetensors");
+    let weights_name = format!("epoch-{epoch:04}.bpk");
     let optim_name = format!("epoch-{epoch:04}.optim");
-    weights::save(model, config.arch, &ckpt.join(&weights_name))?;
+    let record = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| anyhow::anyhow!("cannot serialise the model: {e:?}"))?;
+    crate::fsutil::write_atomic(&ckpt.join(&weights_name), &record)?;
     let bytes = optim
         .into_bytes()
         .map_err(|e| anyhow::anyhow!("cannot serialise the optimiser: {e:?}"))?;

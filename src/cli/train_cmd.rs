@@ -10,7 +10,7 @@ use anu::attack::paper_config;
 use anu::augment::Augmentation;
 use anu::data::Split;
 use anu::models::Architecture;
-use anu::train::{LrSchedule, OptimizerKind, TrainConfig, train};
+use anu::train::{LrSchedule, OptimizerKind, RunOptions, TrainConfig, train};
 
 use super::Common;
 
@@ -69,6 +69,9 @@ pub struct TrainArgs {
     /// Continue from the checkpoint `<out>.ckpt/` if there is one.
     #[arg(long)]
     resume: bool,
+    /// Stop after this many epochs in this run (the checkpoint lets `--resume` go on later).
+    #[arg(long)]
+    stop_after_epochs: Option<usize>,
     /// Write the per-epoch log as JSON here.
     #[arg(long)]
     log_json: Option<PathBuf>,
@@ -125,7 +128,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let train_set = args.common.load(Split::Train)?;
     let test_set = args.common.load(Split::Test)?;
     let start = std::time::Instant::now();
-    let log = train(&config, &train_set, Some(&test_set), &device, &args.out, args.resume)?;
+    let options = RunOptions {
+        resume: args.resume,
+        stop_after: args.stop_after_epochs,
+        progress: true,
+    };
+    let log = train(&config, &train_set, Some(&test_set), &device, &args.out, &options)?;
     let seconds = start.elapsed().as_secs_f64();
     let summary = serde_json::json!({
         "config": config,
@@ -138,6 +146,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
         anu::fsutil::write_atomic(path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
     }
     let last = log.last().and_then(|e| e.test_accuracy).unwrap_or(f64::NAN);
-    println!("wrote {} (test accuracy {last:.4}, {seconds:.0} s)", args.out.display());
+    if log.len() == config.epochs {
+        println!("wrote {} (test accuracy {last:.4}, {seconds:.0} s)", args.out.display());
+    } else {
+        println!(
+            "stopped after epoch {}/{} (test accuracy {last:.4}); continue with --resume",
+            log.len(),
+            config.epochs
+        );
+    }
     Ok(())
 }

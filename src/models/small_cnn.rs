@@ -117,7 +117,7 @@ impl SmallCnn {
     fn zero_conv_biases(mut self) -> Self {
         for conv in [&mut self.conv1, &mut self.conv2, &mut self.conv3, &mut self.conv4] {
             if let Some(bias) = conv.bias.take() {
-                conv.bias = Some(bias.map(|b| b.zeros_like()));
+                conv.bias = Some(bias.map(|b| b.zeros_like()).set_require_grad(true));
             }
         }
         self
