@@ -8,6 +8,8 @@ pub mod augment;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod figures;
 pub mod fsutil;
 pub mod models;
+pub mod reproduce;
 pub mod train;

@@ -1,6 +1,7 @@
 //! Subcommands of the `anu` tool.
 
 mod attack_cmd;
+mod reproduce_cmd;
 mod train_cmd;
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ enum Command {
     Eval(EvalArgs),
     /// Attack the first N test images with DDN or ANU and summarise the norms.
     Attack(attack_cmd::AttackArgs),
+    /// Reproduce the paper's Tables 1-2 and Figures 3-4 (attack evaluation).
+    Reproduce(reproduce_cmd::ReproduceArgs),
 }
 
 /// Options every subcommand shares.
@@ -100,5 +103,6 @@ pub fn main() -> Result<()> {
         Command::Train(a) => train_cmd::run(a),
         Command::Eval(a) => eval(a),
         Command::Attack(a) => attack_cmd::run(a),
+        Command::Reproduce(a) => reproduce_cmd::run(a),
     }
 }

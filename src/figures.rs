@@ -1,0 +1,164 @@
+//! Figures drawn with plotters: line charts (Figures 3, 4, 5) and image grids (Figure 6).
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+use plotters::prelude::*;
+
+/// One named line of a chart.
+pub struct Series {
+    /// Legend label.
+    pub name: String,
+    /// Points (x, y); non-finite points are skipped.
+    pub points: Vec<(f64, f64)>,
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn bounds(series: &[Series]) -> Option<(f64, f64, f64, f64)> {
+    let pts = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .filter(|(x, y)| x.is_finite() && y.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
+    for &(x, y) in pts {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if !x0.is_finite() {
+        return None;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
+    Some((x0, x1.max(x0 + 1e-9), y0 - pad, y1 + pad))
+}
+
+/// Draws a line chart to a PNG file.
+pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<()> {
+    let (x0, x1, y0, y1) = bounds(series).ok_or_else(|| anyhow!("{}: nothing to plot", path.display()))?;
+    let root = BitMapBackend::new(path, (800, 560)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| anyhow!("{}: cannot draw: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .label_style(("sans-serif", 16))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, s) in series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let points: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 16))
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// One cell of an image grid: pixels (C x H x W in [0,1]) with a caption above and below.
+pub struct Cell {
+    /// Pixels, channel-major.
+    pub pixels: Vec<f32>,
+    /// `[channels, height, width]`.
+    pub shape: [usize; 3],
+    /// Text above the image.
+    pub top: String,
+    /// Text below the image.
+    pub bottom: String,
+}
+
+/// Draws rows of images, each row with a label on the left, to a PNG file.
+pub fn image_grid(path: &Path, title: &str, rows: &[(String, Vec<Cell>)], scale: usize) -> Result<()> {
+    let cols = rows.iter().map(|(_, r)| r.len()).max().unwrap_or(0);
+    let [_, h, w] = rows
+        .iter()
+        .flat_map(|(_, r)| r.first())
+        .map(|c| c.shape)
+        .next()
+        .ok_or_else(|| anyhow!("{}: no images to draw", path.display()))?;
+    let (cw, ch) = (w * scale + 20, h * scale + 50);
+    let left = 130;
+    let width = (left + cols * cw + 10) as u32;
+    let height = (50 + rows.len() * ch) as u32;
+    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| anyhow!("{}: cannot draw: {e}", path.display());
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    root.draw(&Text::new(title.to_string(), (10, 10), ("sans-serif", 22).into_font()))
+        .map_err(|e| err(&e))?;
+    for (ri, (label, cells)) in rows.iter().enumerate() {
+        let y0 = 50 + ri * ch;
+        root.draw(&Text::new(
+            label.clone(),
+            (8, (y0 + ch / 2) as i32),
+            ("sans-serif", 16).into_font(),
+        ))
+        .map_err(|e| err(&e))?;
+        for (ci, cell) in cells.iter().enumerate() {
+            let x0 = left + ci * cw;
+            let [c, hh, ww] = cell.shape;
+            for y in 0..hh {
+                for x in 0..ww {
+                    let v = |ch: usize| (cell.pixels[ch * hh * ww + y * ww + x].clamp(0.0, 1.0) * 255.0).round() as u8;
+                    let color = if c == 1 {
+                        RGBColor(v(0), v(0), v(0))
+                    } else {
+                        RGBColor(v(0), v(1), v(2))
+                    };
+                    let px = (x0 + x * scale) as i32;
+                    let py = (y0 + 20 + y * scale) as i32;
+                    root.draw(&Rectangle::new(
+                        [(px, py), (px + scale as i32, py + scale as i32)],
+                        color.filled(),
+                    ))
+                    .map_err(|e| err(&e))?;
+                }
+            }
+            root.draw(&Text::new(
+                cell.top.clone(),
+                (x0 as i32, y0 as i32 + 2),
+                ("sans-serif", 15).into_font(),
+            ))
+            .map_err(|e| err(&e))?;
+            let below = (y0 + 22 + hh * scale) as i32;
+            root.draw(&Text::new(
+                cell.bottom.clone(),
+                (x0 as i32, below),
+                ("sans-serif", 15).into_font(),
+            ))
+            .map_err(|e| err(&e))?;
+        }
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
