@@ -5,6 +5,7 @@
 pub mod adversarial;
 pub mod attack;
 pub mod augment;
+pub mod bench;
 pub mod data;
 pub mod device;
 pub mod eval;
@@ -12,4 +13,5 @@ pub mod figures;
 pub mod fsutil;
 pub mod models;
 pub mod reproduce;
+pub mod robustness;
 pub mod train;

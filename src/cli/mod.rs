@@ -1,7 +1,9 @@
 //! Subcommands of the `anu` tool.
 
 mod attack_cmd;
+mod bench_cmd;
 mod reproduce_cmd;
+mod robustness_cmd;
 mod train_cmd;
 
 use std::path::PathBuf;
@@ -30,6 +32,10 @@ enum Command {
     Attack(attack_cmd::AttackArgs),
     /// Reproduce the paper's Tables 1-2 and Figures 3-4 (attack evaluation).
     Reproduce(reproduce_cmd::ReproduceArgs),
+    /// Accuracy vs maximum L2 norm for several models (Figures 5-6).
+    Robustness(robustness_cmd::RobustnessArgs),
+    /// Measure attack-iteration throughput (images x iterations per second, % of FLOP peak).
+    Bench(bench_cmd::BenchArgs),
 }
 
 /// Options every subcommand shares.
@@ -104,5 +110,7 @@ pub fn main() -> Result<()> {
         Command::Eval(a) => eval(a),
         Command::Attack(a) => attack_cmd::run(a),
         Command::Reproduce(a) => reproduce_cmd::run(a),
+        Command::Bench(a) => bench_cmd::run(a),
+        Command::Robustness(a) => robustness_cmd::run(a),
     }
 }

@@ -222,3 +222,37 @@ pub(crate) fn find_file(dir: &Path, names: &[String]) -> Result<PathBuf, DataErr
         ))
     })
 }
+
+/// Names of the classes: digits for MNIST; for CIFAR-10 the lines of
+/// `cifar10/batches.meta.txt` when present, else the standard names.
+pub fn class_names(name: DatasetName, data_dir: &Path) -> Vec<String> {
+    match name {
+        DatasetName::Mnist => (0..10).map(|d| d.to_string()).collect(),
+        DatasetName::Cifar10 => {
+            let standard = [
+                "airplane",
+                "automobile",
+                "bird",
+                "cat",
+                "deer",
+                "dog",
+                "frog",
+                "horse",
+                "ship",
+                "truck",
+            ];
+            let from_file: Vec<String> = std::fs::read_to_string(data_dir.join("cifar10/batches.meta.txt"))
+                .unwrap_or_default()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+            if from_file.len() == 10 {
+                from_file
+            } else {
+                standard.iter().map(|s| s.to_string()).collect()
+            }
+        }
+    }
+}

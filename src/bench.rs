@@ -1,0 +1,123 @@
+//! `anu bench`: throughput of one attack iteration (forward, loss, input gradient, update)
+//! against the model's own passes and the machine's FLOP peak.
+
+use std::time::Instant;
+
+use burn::prelude::*;
+
+use crate::attack::{AttackConfig, Goal, NormUpdate, prepare_model, run};
+use crate::data::Dataset;
+use crate::models::{Architecture, Classifier};
+use crate::train::cross_entropy;
+
+/// One measured configuration.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchRow {
+    /// What was timed: `forward`, `forward+input-grad`, `ddn-iteration`, `anu-iteration`.
+    pub what: String,
+    /// Batch size.
+    pub batch: usize,
+    /// Images x iterations per second.
+    pub images_per_second: f64,
+    /// Achieved GFLOP/s, counting 2 FLOPs per multiply-add of the model's passes.
+    pub gflops: f64,
+    /// Fraction of the FLOP peak.
+    pub peak_fraction: f64,
+}
+
+/// The machine's single-precision FLOP peak in GFLOP/s: cores x clock x FLOPs per cycle
+/// (32 with two AVX2 FMA units: 2 units x 8 lanes x 2 FLOPs), from /proc/cpuinfo.
+pub fn cpu_peak_gflops() -> (f64, String) {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mhz = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(2500.0);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let fma = info.contains(" fma") && info.contains(" avx2");
+    let per_cycle = if fma { 32.0 } else { 8.0 };
+    let peak = cores * mhz / 1000.0 * per_cycle;
+    (
+        peak,
+        format!(
+            "{cores} cores x {:.2} GHz x {per_cycle} FLOP/cycle (AVX2 FMA)",
+            mhz / 1000.0
+        ),
+    )
+}
+
+fn time_it(reps: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up
+    let t = Instant::now();
+    for _ in 0..reps {
+        f();
+    }
+    t.elapsed().as_secs_f64() / reps as f64
+}
+
+/// Measures `batch` sizes with `reps` repetitions (and `steps` attack iterations per run).
+pub fn bench(
+    model: &Classifier,
+    arch: Architecture,
+    data: &Dataset,
+    batches: &[usize],
+    steps: usize,
+    reps: usize,
+    device: &Device,
+) -> Vec<BenchRow> {
+    let (peak, _) = cpu_peak_gflops();
+    let macs = arch.forward_macs() as f64;
+    let prepared = prepare_model(model, device);
+    let plain = model.valid().to_device(&device.clone().inner());
+    let ad = device.clone().autodiff();
+    let mut rows = Vec::new();
+    for &b in batches {
+        let reps_data = data.len().max(1);
+        let idx: Vec<usize> = (0..b).map(|i| i % reps_data).collect();
+        let batch = data.select(&idx);
+        let (x_plain, _) = batch.batch(0, b, &device.clone().inner());
+        let (x, y) = batch.batch(0, b, &ad);
+        let mut row = |what: &str, seconds_per_iter: f64, flops_per_image: f64| {
+            let ips = b as f64 / seconds_per_iter;
+            let gflops = ips * flops_per_image / 1e9;
+            rows.push(BenchRow {
+                what: what.into(),
+                batch: b,
+                images_per_second: ips,
+                gflops,
+                peak_fraction: gflops / peak,
+            });
+        };
+        let fwd = time_it(reps, || {
+            let _ = plain.forward(x_plain.clone()).into_data();
+        });
+        row("forward", fwd, 2.0 * macs);
+        let fb = time_it(reps, || {
+            let leaf = x.clone().detach().require_grad();
+            let loss = cross_entropy(prepared.forward(leaf.clone()), y.clone());
+            let g = leaf.grad(&loss.backward()).expect("tracked");
+            let _ = g.into_data();
+        });
+        row("forward+input-grad", fb, 4.0 * macs);
+        for (name, rule) in [
+            ("ddn-iteration", NormUpdate::Ddn { gamma: 0.05 }),
+            (
+                "anu-iteration",
+                NormUpdate::Anu {
+                    gamma0: 0.4,
+                    alpha_gamma0: 0.15,
+                },
+            ),
+        ] {
+            let config = AttackConfig::new(steps, rule);
+            let goal = Goal::Untargeted(y.clone());
+            let per_run = time_it(reps.div_ceil(steps).max(1), || {
+                let _ = run(&prepared, x.clone(), &goal, &config, |_| {});
+            });
+            row(name, per_run / steps as f64, 4.0 * macs);
+        }
+    }
+    rows
+}

@@ -1,0 +1,72 @@
+//! `anu bench`: attack-iteration throughput table.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use anu::bench::{bench, cpu_peak_gflops};
+use anu::data::Split;
+use anu::models::weights;
+
+use super::Common;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Weight file (speed does not depend on the weights, but a trained model gives real gradients).
+    #[arg(long, default_value = "models/mnist-cnn.safetensors")]
+    model_file: PathBuf,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    batch_sizes: Vec<usize>,
+    /// Attack iterations per timed run.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Timed repetitions of the model passes.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Also write the rows as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let device = args.common.device()?;
+    let named = weights::load(&args.model_file, &device)?;
+    let data = args.common.load(Split::Test)?.take(1000);
+    let rows = bench(
+        &named.model,
+        named.arch,
+        &data,
+        &args.batch_sizes,
+        args.steps.max(1),
+        args.reps.max(1),
+        &device,
+    );
+    let (peak, how) = cpu_peak_gflops();
+    println!(
+        "model {} ({} MMAC forward per image); peak {peak:.0} GFLOP/s = {how}",
+        named.arch.name(),
+        named.arch.forward_macs() as f64 / 1e6
+    );
+    println!(
+        "{:<20} {:>6} {:>14} {:>9} {:>7}",
+        "what", "batch", "img x iter/s", "GFLOP/s", "% peak"
+    );
+    for r in &rows {
+        println!(
+            "{:<20} {:>6} {:>14.1} {:>9.1} {:>6.1}%",
+            r.what,
+            r.batch,
+            r.images_per_second,
+            r.gflops,
+            100.0 * r.peak_fraction
+        );
+    }
+    if let Some(path) = &args.json {
+        anu::fsutil::write_atomic(path, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+    }
+    Ok(())
+}
