@@ -13,7 +13,8 @@ use crate::train::cross_entropy;
 /// One measured configuration.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BenchRow {
-    /// What was timed: `forward`, `forward+input-grad`, `ddn-iteration`, `anu-iteration`.
+    /// What was timed: `forward`, `forward+input-grad` (whole batch in one pass),
+    /// `ddn-iteration`, `anu-iteration` (whole attack iterations, passes in chunks).
     pub what: String,
     /// Batch size.
     pub batch: usize,
@@ -57,23 +58,35 @@ fn time_it(reps: usize, mut f: impl FnMut()) -> f64 {
     t.elapsed().as_secs_f64() / reps as f64
 }
 
-/// Measures `batch` sizes with `reps` repetitions (and `steps` attack iterations per run).
+/// What `anu bench` measures.
+#[derive(Clone, Debug)]
+pub struct BenchSettings {
+    /// Batch sizes.
+    pub batches: Vec<usize>,
+    /// Attack iterations per timed run.
+    pub steps: usize,
+    /// Timed repetitions of the model passes.
+    pub reps: usize,
+    /// Images per forward/backward pass inside an attack batch.
+    pub pass_chunk: usize,
+}
+
+/// Measures each batch size of `settings` on `data` (cycled to fill large batches).
 pub fn bench(
     model: &Classifier,
     arch: Architecture,
     data: &Dataset,
-    batches: &[usize],
-    steps: usize,
-    reps: usize,
+    settings: &BenchSettings,
     device: &Device,
 ) -> Vec<BenchRow> {
+    let (steps, reps) = (settings.steps.max(1), settings.reps.max(1));
     let (peak, _) = cpu_peak_gflops();
     let macs = arch.forward_macs() as f64;
     let prepared = prepare_model(model, device);
     let plain = model.valid().to_device(&device.clone().inner());
     let ad = device.clone().autodiff();
     let mut rows = Vec::new();
-    for &b in batches {
+    for &b in &settings.batches {
         let reps_data = data.len().max(1);
         let idx: Vec<usize> = (0..b).map(|i| i % reps_data).collect();
         let batch = data.select(&idx);
@@ -111,7 +124,8 @@ pub fn bench(
                 },
             ),
         ] {
-            let config = AttackConfig::new(steps, rule);
+            let mut config = AttackConfig::new(steps, rule);
+            config.pass_chunk = settings.pass_chunk;
             let goal = Goal::Untargeted(y.clone());
             let per_run = time_it(reps.div_ceil(steps).max(1), || {
                 let _ = run(&prepared, x.clone(), &goal, &config, |_| {});

@@ -21,3 +21,12 @@ pub fn device(kind: DeviceKind) -> Result<Device, String> {
         DeviceKind::Cuda => Err("this build of anu has no CUDA support: rebuild with `--features cuda`".into()),
     }
 }
+
+/// Images per forward/backward pass inside an attack batch for this backend: small chunks
+/// keep a CPU's caches warm (see `anu bench`); a GPU wants the whole batch at once.
+pub fn pass_chunk(kind: DeviceKind) -> usize {
+    match kind {
+        DeviceKind::Flex => crate::attack::config::CPU_PASS_CHUNK,
+        DeviceKind::Cuda => 0,
+    }
+}

@@ -38,6 +38,8 @@ pub struct ReproduceOptions {
     pub force: bool,
     /// Images per batch (targeted attacks count one image per target).
     pub batch_size: usize,
+    /// Images per forward/backward pass inside a batch (see [`crate::attack::AttackConfig`]).
+    pub pass_chunk: usize,
 }
 
 /// One row of Table 1 or 2.
@@ -213,6 +215,7 @@ pub fn reproduce(model: &Classifier, test: &Dataset, options: &ReproduceOptions,
     for attack in ATTACKS {
         let mut config = paper_config(attack, options.dataset, false, fig3_steps).map_err(anyhow::Error::msg)?;
         config.record_trace = true;
+        config.pass_chunk = options.pass_chunk;
         bar.set_message(format!("fig3 {attack}"));
         let result = attack_all(model, &first, &config, 1, device, false, || bar.inc(1));
         let trace = result.trace.expect("trace requested");
@@ -235,6 +238,7 @@ pub fn reproduce(model: &Classifier, test: &Dataset, options: &ReproduceOptions,
         let mut config =
             paper_config(job.attack, options.dataset, job.targeted(), job.budget).map_err(anyhow::Error::msg)?;
         config.record_trace = job.trace_for_fig4;
+        config.pass_chunk = options.pass_chunk;
         bar.set_message(format!("{} {} {}", job.table, job.attack, job.budget));
         let result = attack_all(model, set, &config, batch, device, false, || bar.inc(1));
         if let Some(trace) = &result.trace {

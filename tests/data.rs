@@ -130,3 +130,20 @@ fn cifar_records_parse_and_reject_bad_sizes_and_labels() {
         .to_string();
     assert!(err.contains("label 12"), "{err}");
 }
+
+#[test]
+fn cifar10_test_set_has_known_shape_and_balanced_labels() {
+    let test = data::load(DatasetName::Cifar10, &common::data_dir(), Split::Test).unwrap();
+    assert_eq!(test.len(), 10_000);
+    assert_eq!(test.image_shape, [3, 32, 32]);
+    assert!(test.pixels.iter().all(|p| (0.0..=1.0).contains(p)));
+    let mut counts = [0usize; 10];
+    for &l in &test.labels {
+        counts[l as usize] += 1;
+    }
+    assert_eq!(counts, [1000; 10]);
+    // The first test images are a cat, two ships and an airplane.
+    assert_eq!(&test.labels[..4], &[3, 8, 8, 0]);
+    let names = data::class_names(DatasetName::Cifar10, &common::data_dir());
+    assert_eq!(names[3], "cat");
+}

@@ -106,3 +106,17 @@ fn bad_weight_files_are_reported_with_the_file() {
         assert!(err.contains("relabelled.safetensors"), "{err}");
     }
 }
+
+#[test]
+fn wide_resnets_take_cifar_images_and_count_their_work() {
+    let device = Device::flex();
+    let model = Classifier::new(Architecture::Wrn16x2, &device);
+    let logits = model.forward(Tensor::ones([2, 3, 32, 32], &device));
+    assert_eq!(logits.dims(), [2, 10]);
+    // WRN-28-10 is about 5.2 GMAC per image, WRN-16-2 about 0.1 GMAC.
+    let big = Architecture::Wrn28x10.forward_macs() as f64 / 1e9;
+    assert!((5.0..5.5).contains(&big), "{big}");
+    let small = Architecture::Wrn16x2.forward_macs() as f64 / 1e9;
+    assert!((0.05..0.2).contains(&small), "{small}");
+    assert_eq!(Architecture::from_name("wrn-28-10"), Some(Architecture::Wrn28x10));
+}

@@ -21,6 +21,7 @@ fn tiny_reproduction_writes_tables_and_figures_and_resumes() {
         fig4_steps: 6,
         force: false,
         batch_size: 10,
+        pass_chunk: 4,
     };
     let rows = reproduce(&model, &test, &options, &device).unwrap();
     assert_eq!(rows.len(), 2 * 2 + 2);

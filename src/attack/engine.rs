@@ -93,21 +93,10 @@ pub fn run(
         let norm = sample_norm(delta.clone());
 
         // Logits of x'_{k-1} with the input gradient of the loss (step 5).
-        let leaf = Tensor::from_inner(x_adv.clone()).to_device(&grad_device).require_grad();
-        let logits = model.forward(leaf.clone());
-        let log_probs = log_softmax(logits.clone(), 1);
-        let picked = log_probs.gather(1, Tensor::from_inner(label_index.clone()).to_device(&grad_device));
-        // Untargeted: ascend the cross-entropy of the true label (m = +1); targeted: descend
-        // the cross-entropy of the target (m = -1). Summed, so batch size changes nothing.
-        let objective = if targeted { picked.sum() } else { picked.sum().neg() };
-        let grads = objective.backward();
-        let grad = leaf
-            .grad(&grads)
-            .expect("the input is a tracked leaf")
-            .inner()
-            .to_device(&device);
+        let (logits, grad) =
+            logits_and_input_gradient(model, &x_adv, &label_index, targeted, config.pass_chunk, &grad_device);
 
-        let predicted = logits.inner().to_device(&device).argmax(1).reshape([b]);
+        let predicted = logits.argmax(1).reshape([b]);
         let adversarial = if targeted {
             predicted.equal(labels.clone())
         } else {
@@ -163,6 +152,61 @@ pub fn run(
         norms,
         success,
         trace,
+    }
+}
+
+/// Logits of `x_adv` and the gradient of the attack objective with respect to it, on the
+/// plain device. Untargeted: ascend the cross-entropy of the true label (m = +1); targeted:
+/// descend the cross-entropy of the target (m = -1). The loss is summed over samples, so each
+/// sample's gradient is independent of the others: the batch is passed through the model in
+/// chunks of `chunk` images (0: all at once), which keeps a CPU's caches warm.
+fn logits_and_input_gradient(
+    model: &Classifier,
+    x_adv: &Tensor<4>,
+    label_index: &Tensor<2, Int>,
+    targeted: bool,
+    chunk: usize,
+    grad_device: &Device,
+) -> (Tensor<2>, Tensor<4>) {
+    let b = x_adv.dims()[0];
+    let chunk = if chunk == 0 { b } else { chunk.min(b) };
+    let mut all_logits = Vec::with_capacity(b.div_ceil(chunk));
+    let mut all_grads = Vec::with_capacity(b.div_ceil(chunk));
+    let mut start = 0;
+    while start < b {
+        let end = (start + chunk).min(b);
+        let part = if chunk == b {
+            x_adv.clone()
+        } else {
+            x_adv.clone().narrow(0, start, end - start)
+        };
+        let labels = if chunk == b {
+            label_index.clone()
+        } else {
+            label_index.clone().narrow(0, start, end - start)
+        };
+        let leaf = Tensor::from_inner(part).to_device(grad_device).require_grad();
+        let logits = model.forward(leaf.clone());
+        let picked = log_softmax(logits.clone(), 1).gather(1, Tensor::from_inner(labels).to_device(grad_device));
+        let objective = if targeted { picked.sum() } else { picked.sum().neg() };
+        let grads = objective.backward();
+        let device = x_adv.device();
+        all_grads.push(
+            leaf.grad(&grads)
+                .expect("the input is a tracked leaf")
+                .inner()
+                .to_device(&device),
+        );
+        all_logits.push(logits.inner().to_device(&device));
+        start = end;
+    }
+    if all_grads.len() == 1 {
+        (
+            all_logits.pop().expect("one chunk"),
+            all_grads.pop().expect("one chunk"),
+        )
+    } else {
+        (Tensor::cat(all_logits, 0), Tensor::cat(all_grads, 0))
     }
 }
 

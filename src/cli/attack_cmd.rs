@@ -43,6 +43,9 @@ pub struct AttackArgs {
     /// Round iterates to 256 levels, as the original DDN code.
     #[arg(long)]
     quantize: bool,
+    /// Images per forward/backward pass inside a batch (default: 64 on CPU, whole batch on GPU).
+    #[arg(long)]
+    pass_chunk: Option<usize>,
     /// Write the result JSON here.
     #[arg(long)]
     json: PathBuf,
@@ -105,6 +108,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
         args.alpha_gamma,
     )?;
     config.quantize = args.quantize;
+    config.pass_chunk = args.pass_chunk.unwrap_or(anu::device::pass_chunk(args.common.device));
     let device = args.common.device()?;
     let named = weights::load(&args.model_file, &device)?;
     if named.arch.dataset() != dataset {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use anu::bench::{bench, cpu_peak_gflops};
+use anu::bench::{BenchSettings, bench, cpu_peak_gflops};
 use anu::data::Split;
 use anu::models::weights;
 
@@ -27,6 +27,9 @@ pub struct BenchArgs {
     /// Timed repetitions of the model passes.
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// Images per forward/backward pass inside an attack batch (default: 64 on CPU, 0 = whole batch).
+    #[arg(long)]
+    pass_chunk: Option<usize>,
     /// Also write the rows as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -36,14 +39,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let device = args.common.device()?;
     let named = weights::load(&args.model_file, &device)?;
     let data = args.common.load(Split::Test)?.take(1000);
-    let rows = bench(
-        &named.model,
-        named.arch,
-        &data,
-        &args.batch_sizes,
-        args.steps.max(1),
-        args.reps.max(1),
-        &device,
+    let chunk = args.pass_chunk.unwrap_or(anu::device::pass_chunk(args.common.device));
+    let settings = BenchSettings {
+        batches: args.batch_sizes.clone(),
+        steps: args.steps,
+        reps: args.reps,
+        pass_chunk: chunk,
+    };
+    let rows = bench(&named.model, named.arch, &data, &settings, &device);
+    println!(
+        "attack iterations pass {} images at a time",
+        if chunk == 0 {
+            "the whole batch".to_string()
+        } else {
+            chunk.to_string()
+        }
     );
     let (peak, how) = cpu_peak_gflops();
     println!(

@@ -80,6 +80,7 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
         fig4_steps: args.fig4_steps,
         force: args.force,
         batch_size: args.batch_size,
+        pass_chunk: anu::device::pass_chunk(args.common.device),
     };
     let rows = reproduce(&named.model, &test, &options, &device)?;
     for r in &rows {

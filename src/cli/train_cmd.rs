@@ -89,6 +89,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 paper_config(attack, dataset, false, args.attack_steps).map_err(anyhow::Error::msg)?;
             attack_config.validate().map_err(anyhow::Error::msg)?;
             attack_config.record_trace = false;
+            attack_config.pass_chunk = anu::device::pass_chunk(args.common.device);
             let max_norm = args.max_norm.unwrap_or(match dataset {
                 anu::data::DatasetName::Mnist => 2.4,
                 anu::data::DatasetName::Cifar10 => 1.0,
