@@ -72,6 +72,10 @@ pub struct TrainConfig {
     pub adversary: Option<Adversary>,
     /// Use only the first N training images (all when absent).
     pub train_subset: Option<usize>,
+    /// Start from these weights instead of a fresh initialisation (fine-tuning, e.g.
+    /// adversarial epochs after clean ones as in the DDN recipe).
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
 }
 
 /// Statistics of one finished epoch.
@@ -168,7 +172,21 @@ pub fn train(
     };
     let ad_device = device.clone().autodiff();
     device.seed(config.seed);
-    let mut model = with_stable_ids(Classifier::new(config.arch, &ad_device));
+    let mut model = match &config.init_from {
+        Some(path) => {
+            let named = weights::load(path, &ad_device)?;
+            if named.arch != config.arch {
+                bail!(
+                    "{}: holds a {} model, not {}",
+                    path.display(),
+                    named.arch.name(),
+                    config.arch.name()
+                );
+            }
+            with_stable_ids(named.model)
+        }
+        None => with_stable_ids(Classifier::new(config.arch, &ad_device)),
+    };
     let mut optim = make_optimizer(config);
     let ckpt = checkpoint_dir(out);
     let mut log = Vec::new();

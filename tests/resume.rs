@@ -22,6 +22,7 @@ fn config(epochs: usize) -> TrainConfig {
         augmentation: Augmentation::None,
         adversary: None,
         train_subset: None,
+        init_from: None,
     }
 }
 

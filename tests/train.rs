@@ -23,6 +23,7 @@ fn config(epochs: usize, adversary: Option<Adversary>) -> TrainConfig {
         augmentation: Augmentation::None,
         adversary,
         train_subset: None,
+        init_from: None,
     }
 }
 

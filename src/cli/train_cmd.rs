@@ -51,6 +51,9 @@ pub struct TrainArgs {
     /// Train on the first N training images only.
     #[arg(long)]
     train_subset: Option<usize>,
+    /// Start from these weights (fine-tuning) instead of a fresh model.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
     /// Adversarial training with this attack (paper Eq. 7).
     #[arg(long, value_parser = ["anu", "ddn"])]
     adversarial: Option<String>,
@@ -124,6 +127,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }),
         adversary,
         train_subset: args.train_subset,
+        init_from: args.init_from.clone(),
     };
     let device = args.common.device()?;
     let train_set = args.common.load(Split::Train)?;
