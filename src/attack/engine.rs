@@ -106,12 +106,7 @@ pub fn run(
         // Keep the smallest adversarial so far (Alg. 2 step 24; strict, as the reference).
         let improved = adversarial.clone().bool_and(norm.clone().lower(best_norm.clone()));
         best_norm = best_norm.mask_where(improved.clone(), norm.clone());
-        best_adv = best_adv.mask_where(
-            per_image(improved.clone().float())
-                .bool()
-                .expand([b, x.dims()[1], x.dims()[2], x.dims()[3]]),
-            x_adv.clone(),
-        );
+        best_adv = best_adv.mask_where(improved.clone().reshape([b, 1, 1, 1]).expand(x.dims()), x_adv.clone());
         found = found.bool_or(adversarial.clone());
 
         // Step 6: delta_k = delta_{k-1} + alpha g / ||g||_2.
@@ -218,7 +213,7 @@ fn normalise(grad: Tensor<4>) -> Tensor<4> {
     if zero.clone().any().into_scalar::<bool>() {
         let shape = grad.dims();
         let noise = grad.random_like(Distribution::Normal(0.0, 1.0));
-        let grad = grad.mask_where(per_image(zero.float()).bool().expand(shape), noise);
+        let grad = grad.mask_where(zero.reshape([shape[0], 1, 1, 1]).expand(shape), noise);
         return normalise(grad);
     }
     grad.div(per_image(norm))
