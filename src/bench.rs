@@ -121,6 +121,7 @@ pub fn bench(
                 NormUpdate::Anu {
                     gamma0: 0.4,
                     alpha_gamma0: 0.15,
+                    gamma_min: 0.0,
                 },
             ),
         ] {

@@ -18,6 +18,7 @@ fn model() -> Classifier {
 const ANU_MNIST: NormUpdate = NormUpdate::Anu {
     gamma0: 0.4,
     alpha_gamma0: 0.15,
+    gamma_min: 0.0,
 };
 
 /// Checks every successful adversarial: misclassified (or on target), in [0,1], norm as reported.
@@ -85,6 +86,7 @@ fn targeted_attacks_reach_their_targets() {
         NormUpdate::Anu {
             gamma0: 0.05,
             alpha_gamma0: 0.05,
+            gamma_min: 0.0,
         },
     );
     let r = attack_all(&model, &set, &config, 18, &Device::flex(), true, || {});
@@ -105,6 +107,7 @@ fn anu_with_zero_alpha_gamma_is_exactly_ddn() {
     anu0.norm_update = NormUpdate::Anu {
         gamma0: 0.05,
         alpha_gamma0: 0.0,
+        gamma_min: 0.0,
     };
     let a = run(&model, images.clone(), &goal, &ddn, |_| {});
     let b = run(&model, images.clone(), &goal, &anu0, |_| {});
@@ -120,6 +123,7 @@ fn anu_with_zero_alpha_gamma_is_exactly_ddn() {
     anu.norm_update = NormUpdate::Anu {
         gamma0: 0.05,
         alpha_gamma0: 0.15,
+        gamma_min: 0.0,
     };
     let c = run(&model, images, &goal, &anu, |_| {});
     assert_ne!(a.trace.unwrap().eps, c.trace.unwrap().eps);
@@ -211,5 +215,46 @@ fn input_gradient_matches_finite_differences() {
             (analytic - numeric).abs() <= 0.05 * analytic.abs().max(numeric.abs()) + 1e-4,
             "direction {seed}: autodiff {analytic} vs finite differences {numeric}"
         );
+    }
+}
+
+#[test]
+fn anu_gamma_follows_alg2_and_respects_its_floor() {
+    let model = prepare_model(&model(), &Device::flex());
+    let data = common::mnist_test(8);
+    let device = Device::flex().autodiff();
+    let (images, labels) = data.batch(0, 8, &device);
+    let goal = Goal::Untargeted(labels);
+    for floor in [0.0f32, 0.05] {
+        let mut config = AttackConfig::new(
+            40,
+            NormUpdate::Anu {
+                gamma0: 0.4,
+                alpha_gamma0: 0.15,
+                gamma_min: floor,
+            },
+        );
+        config.record_trace = true;
+        let trace = run(&model, images.clone(), &goal, &config, |_| {}).trace.unwrap();
+        // Step 2: A_{-1} = 0 and x'_0 = x is correctly classified, so gamma_1 = 1.15 gamma_0.
+        assert!(
+            trace.gamma[0].iter().all(|&g| (g - 0.46).abs() < 1e-6),
+            "{:?}",
+            trace.gamma[0]
+        );
+        let all: Vec<f32> = trace.gamma.iter().flatten().copied().collect();
+        assert!(
+            all.iter()
+                .all(|&g| g >= floor && g <= anu::attack::norm_update::GAMMA_MAX)
+        );
+        let lowest = all.iter().copied().fold(f32::INFINITY, f32::min);
+        if floor > 0.0 {
+            assert_eq!(lowest, floor, "the floor should bind once the iterates alternate");
+        } else {
+            assert!(
+                lowest < 0.05,
+                "near the boundary gamma_k shrinks below DDN's 0.05: {lowest}"
+            );
+        }
     }
 }

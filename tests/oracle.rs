@@ -97,6 +97,7 @@ fn attacks_land_near_the_exact_minimal_norm_of_an_affine_classifier() {
             NormUpdate::Anu {
                 gamma0: 0.4,
                 alpha_gamma0: 0.15,
+                gamma_min: 0.0,
             },
         ] {
             let config = AttackConfig::new(50, rule);

@@ -38,6 +38,7 @@ fn adversarial_training_lowers_its_loss() {
             NormUpdate::Anu {
                 gamma0: 0.4,
                 alpha_gamma0: 0.15,
+                gamma_min: 0.0,
             },
         ),
         max_norm: 2.4,

@@ -129,6 +129,7 @@ fn merge_trace(all: &mut Trace, part: Trace) {
         (&mut all.best_norm, part.best_norm),
         (&mut all.norm, part.norm),
         (&mut all.eps, part.eps),
+        (&mut all.gamma, part.gamma),
     ] {
         for (row, extra) in rows.iter_mut().zip(more) {
             row.extend(extra);

@@ -103,7 +103,11 @@ pub fn paper_config(attack: &str, dataset: DatasetName, targeted: bool, steps: u
                 (DatasetName::Mnist, true) => (0.05, 0.05),
                 (DatasetName::Cifar10, true) => (0.15, 0.06),
             };
-            NormUpdate::Anu { gamma0, alpha_gamma0 }
+            NormUpdate::Anu {
+                gamma0,
+                alpha_gamma0,
+                gamma_min: 0.0,
+            }
         }
         other => return Err(format!("unknown attack `{other}` (expected anu or ddn)")),
     };

@@ -20,6 +20,8 @@ pub struct Trace {
     pub norm: Vec<Vec<f32>>,
     /// Radius eps_k after this iteration's update.
     pub eps: Vec<Vec<f32>>,
+    /// Norm-update factor gamma_k used at this iteration (constant for DDN).
+    pub gamma: Vec<Vec<f32>>,
 }
 
 /// Outcome of an attack on a batch.
@@ -115,6 +117,7 @@ pub fn run(
 
         // Steps 7-20: the rule's gamma_k, then eps_k, capped at the worst-case norm.
         let gamma = config.norm_update.gamma(&mut rule_state, &adversarial, k, steps);
+        let gamma_seen = trace.is_some().then(|| gamma.clone());
         let shrink = eps.clone().mul(gamma.clone().neg().add_scalar(1.0));
         let grow = eps.clone().mul(gamma.add_scalar(1.0));
         eps = grow.mask_where(adversarial, shrink).min_pair(worst_norm.clone());
@@ -132,6 +135,7 @@ pub fn run(
             trace.best_norm.push(to_vec(shown_best));
             trace.norm.push(to_vec(norm));
             trace.eps.push(to_vec(eps.clone()));
+            trace.gamma.push(to_vec(gamma_seen.expect("kept for the trace")));
         }
         on_step(k + 1);
     }

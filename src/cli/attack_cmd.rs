@@ -6,7 +6,8 @@ use anyhow::{Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use anu::attack::{AttackConfig, AttackSet, NormUpdate, attack_all, paper_config, stats::mean_median};
+use anu::attack::stats::{TraceSummary, mean_median};
+use anu::attack::{AttackConfig, AttackSet, NormUpdate, attack_all, paper_config};
 use anu::data::Split;
 use anu::models::weights;
 
@@ -40,12 +41,18 @@ pub struct AttackArgs {
     /// ANU's initial alpha_gamma (default: the paper's value; 0 makes ANU equal DDN).
     #[arg(long)]
     alpha_gamma: Option<f32>,
+    /// Floor on ANU's gamma_k (default 0: the paper's rule; see `NormUpdate::Anu`).
+    #[arg(long)]
+    gamma_min: Option<f32>,
     /// Round iterates to 256 levels, as the original DDN code.
     #[arg(long)]
     quantize: bool,
     /// Images per forward/backward pass inside a batch (default: 64 on CPU, whole batch on GPU).
     #[arg(long)]
     pass_chunk: Option<usize>,
+    /// Record the run and add per-iteration medians (best norm, eps, gamma_k) to the JSON.
+    #[arg(long)]
+    trace: bool,
     /// Write the result JSON here.
     #[arg(long)]
     json: PathBuf,
@@ -59,12 +66,13 @@ pub fn attack_config(
     steps: usize,
     gamma0: Option<f32>,
     alpha_gamma: Option<f32>,
+    gamma_min: Option<f32>,
 ) -> Result<AttackConfig> {
     let mut config = paper_config(attack, dataset, targeted, steps).map_err(anyhow::Error::msg)?;
     config.norm_update = match config.norm_update {
         NormUpdate::Ddn { gamma } => {
-            if alpha_gamma.is_some() {
-                bail!("--alpha-gamma applies to ANU only");
+            if alpha_gamma.is_some() || gamma_min.is_some() {
+                bail!("--alpha-gamma and --gamma-min apply to ANU only");
             }
             NormUpdate::Ddn {
                 gamma: gamma0.unwrap_or(gamma),
@@ -73,9 +81,11 @@ pub fn attack_config(
         NormUpdate::Anu {
             gamma0: g,
             alpha_gamma0,
+            gamma_min: floor,
         } => NormUpdate::Anu {
             gamma0: gamma0.unwrap_or(g),
             alpha_gamma0: alpha_gamma.unwrap_or(alpha_gamma0),
+            gamma_min: gamma_min.unwrap_or(floor),
         },
     };
     config.validate().map_err(anyhow::Error::msg)?;
@@ -106,8 +116,10 @@ pub fn run(args: AttackArgs) -> Result<()> {
         args.steps,
         args.gamma0,
         args.alpha_gamma,
+        args.gamma_min,
     )?;
     config.quantize = args.quantize;
+    config.record_trace = args.trace;
     config.pass_chunk = args.pass_chunk.unwrap_or(anu::device::pass_chunk(args.common.device));
     let device = args.common.device()?;
     let named = weights::load(&args.model_file, &device)?;
@@ -133,6 +145,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
     let (mean, median) = mean_median(&result.norms);
     let successes = result.success.iter().filter(|&&s| s).count();
     let norms: Vec<Option<f32>> = result.norms.iter().map(|n| n.is_finite().then_some(*n)).collect();
+    let trace_summary = result.trace.as_ref().map(TraceSummary::of);
     let out = serde_json::json!({
         "attack": args.attack,
         "dataset": dataset,
@@ -150,6 +163,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
         "device": format!("{:?}", args.common.device),
         "config": config,
         "norms": norms,
+        "trace_summary": trace_summary,
     });
     anu::fsutil::write_atomic(&args.json, serde_json::to_string_pretty(&out)?.as_bytes())?;
     println!(

@@ -50,7 +50,7 @@ pub fn run(args: RobustnessArgs) -> Result<()> {
     if args.n == 0 || args.batch_size == 0 {
         bail!("--n and --batch-size must be at least 1");
     }
-    let mut config = attack_config(&args.attack, dataset, false, args.steps, None, None)?;
+    let mut config = attack_config(&args.attack, dataset, false, args.steps, None, None, None)?;
     config.pass_chunk = anu::device::pass_chunk(args.common.device);
     let device = args.common.device()?;
     let mut models = Vec::new();
