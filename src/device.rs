@@ -9,6 +9,10 @@ pub enum DeviceKind {
     Flex,
     /// The CUDA backend (needs the `cuda` cargo feature).
     Cuda,
+    /// burn's `ndarray` CPU backend (needs the `ndarray` cargo feature).
+    Ndarray,
+    /// LibTorch on the CPU through `tch` (needs the `tch` cargo feature and a libtorch).
+    Libtorch,
 }
 
 /// The device for `kind`, or a readable error when this build lacks it.
@@ -19,6 +23,19 @@ pub fn device(kind: DeviceKind) -> Result<Device, String> {
         DeviceKind::Cuda => Ok(Device::cuda(0)),
         #[cfg(not(feature = "cuda"))]
         DeviceKind::Cuda => Err("this build of anu has no CUDA support: rebuild with `--features cuda`".into()),
+        // burn 0.22 deprecates its ndarray and tch backends; they stay here for comparison.
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        DeviceKind::Ndarray => Ok(Device::ndarray()),
+        #[cfg(not(feature = "ndarray"))]
+        DeviceKind::Ndarray => {
+            Err("this build of anu has no ndarray backend: rebuild with `--features ndarray`".into())
+        }
+        #[cfg(feature = "tch")]
+        #[allow(deprecated)]
+        DeviceKind::Libtorch => Ok(Device::libtorch()),
+        #[cfg(not(feature = "tch"))]
+        DeviceKind::Libtorch => Err("this build of anu has no LibTorch backend: rebuild with `--features tch`".into()),
     }
 }
 
@@ -26,7 +43,7 @@ pub fn device(kind: DeviceKind) -> Result<Device, String> {
 /// keep a CPU's caches warm (see `anu bench`); a GPU wants the whole batch at once.
 pub fn pass_chunk(kind: DeviceKind) -> usize {
     match kind {
-        DeviceKind::Flex => crate::attack::config::CPU_PASS_CHUNK,
+        DeviceKind::Flex | DeviceKind::Ndarray | DeviceKind::Libtorch => crate::attack::config::CPU_PASS_CHUNK,
         DeviceKind::Cuda => 0,
     }
 }
