@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 
+use crate::attack::engine::logits_and_input_gradient;
 use crate::attack::{AttackConfig, Goal, NormUpdate, prepare_model, run};
 use crate::data::Dataset;
 use crate::models::{Architecture, Classifier};
@@ -14,6 +15,7 @@ use crate::train::cross_entropy;
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BenchRow {
     /// What was timed: `forward`, `forward+input-grad` (whole batch in one pass),
+    /// `forward+input-grad/chunked` (the attack's passes, in chunks of `--pass-chunk`),
     /// `ddn-iteration`, `anu-iteration` (whole attack iterations, passes in chunks).
     pub what: String,
     /// Batch size.
@@ -114,6 +116,23 @@ pub fn bench(
             let _ = g.into_data();
         });
         row("forward+input-grad", fb, 4.0 * macs);
+        if settings.pass_chunk > 0 && settings.pass_chunk < b {
+            let grad_device = ad.clone();
+            let label_index = y.clone().inner().reshape([b, 1]);
+            let x_inner = x.clone().inner();
+            let chunked = time_it(reps, || {
+                let (logits, grad) = logits_and_input_gradient(
+                    &prepared,
+                    &x_inner,
+                    &label_index,
+                    false,
+                    settings.pass_chunk,
+                    &grad_device,
+                );
+                let _ = (logits.into_data(), grad.into_data());
+            });
+            row("forward+input-grad/chunked", chunked, 4.0 * macs);
+        }
         for (name, rule) in [
             ("ddn-iteration", NormUpdate::Ddn { gamma: 0.05 }),
             (

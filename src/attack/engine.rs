@@ -159,7 +159,7 @@ pub fn run(
 /// descend the cross-entropy of the target (m = -1). The loss is summed over samples, so each
 /// sample's gradient is independent of the others: the batch is passed through the model in
 /// chunks of `chunk` images (0: all at once), which keeps a CPU's caches warm.
-fn logits_and_input_gradient(
+pub(crate) fn logits_and_input_gradient(
     model: &Classifier,
     x_adv: &Tensor<4>,
     label_index: &Tensor<2, Int>,
