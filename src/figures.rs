@@ -41,6 +41,12 @@ fn bounds(series: &[Series]) -> Option<(f64, f64, f64, f64)> {
     Some((x0, x1.max(x0 + 1e-9), y0 - pad, y1 + pad))
 }
 
+/// An axis tick without trailing zeros: `100`, `0.25`.
+fn tick_label(x: f64) -> String {
+    let text = format!("{x:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// Draws a line chart to a PNG file.
 pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<()> {
     let (x0, x1, y0, y1) = bounds(series).ok_or_else(|| anyhow!("{}: nothing to plot", path.display()))?;
@@ -50,12 +56,14 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 24))
         .margin(15)
+        .margin_right(30)
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
+        .x_label_formatter(&|x| tick_label(*x))
         .x_desc(x_label)
         .y_desc(y_label)
         .label_style(("sans-serif", 16))
@@ -161,4 +169,17 @@ pub fn image_grid(path: &Path, title: &str, rows: &[(String, Vec<Cell>)], scale:
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick_label;
+
+    #[test]
+    fn tick_labels_drop_trailing_zeros() {
+        assert_eq!(tick_label(100.0), "100");
+        assert_eq!(tick_label(0.25), "0.25");
+        assert_eq!(tick_label(0.0), "0");
+        assert_eq!(tick_label(1.5), "1.5");
+    }
 }
