@@ -62,12 +62,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         named.arch.forward_macs() as f64 / 1e6
     );
     println!(
-        "{:<20} {:>6} {:>14} {:>9} {:>7}",
+        "{:<26} {:>6} {:>14} {:>9} {:>7}",
         "what", "batch", "img x iter/s", "GFLOP/s", "% peak"
     );
     for r in &rows {
         println!(
-            "{:<20} {:>6} {:>14.1} {:>9.1} {:>6.1}%",
+            "{:<26} {:>6} {:>14.1} {:>9.1} {:>6.1}%",
             r.what,
             r.batch,
             r.images_per_second,
