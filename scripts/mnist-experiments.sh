@@ -32,3 +32,18 @@ for spec in anu:70 ddn:100; do
 done
 $anu robustness --dataset mnist --model-file models/mnist-cnn.safetensors --model-file runs/mnist-at-ddn100.safetensors \
   --model-file runs/mnist-at-anu70.safetensors --attack anu --steps 1000 --n 200 --out results/mnist-robustness
+
+# Issue 3: gamma_0 x alpha_gamma sweep of ANU-70 (first 200 images), then the best settings on 1000.
+mkdir -p runs/sweep
+for g in 0.05 0.1 0.2 0.4; do for a in 0.05 0.15; do
+  $anu attack --dataset mnist --attack anu --steps 70 --n 200 --gamma0 $g --alpha-gamma $a --json runs/sweep/anu70-g$g-a$a.json
+done; done
+for k in 70 100; do $anu attack --dataset mnist --attack ddn --steps $k --n 200 --json runs/sweep/ddn$k.json; done
+for spec in 70:0.2 70:0.1 100:0.2; do
+  $anu attack --dataset mnist --attack anu --steps ${spec%%:*} --n 1000 --gamma0 ${spec##*:} --alpha-gamma 0.15 \
+    --json runs/sweep/n1000-anu${spec%%:*}-g${spec##*:}.json
+done
+
+# Issue 4: Figures 3-4 on the first 100 images (1000 iterations), and ANU's overhead over DDN.
+$anu reproduce --dataset mnist --out results/mnist-n100 --untargeted-only --n 100 --budgets 50,100,1000
+$anu bench --dataset mnist --batch-sizes 100,1000 --steps 20 --reps 200 --json runs/bench-overhead.json

@@ -83,6 +83,7 @@ def main():
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--attack-batch", type=int, default=0, help="Foolbox batch size (0 = all N at once)")
     p.add_argument("--json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -98,13 +99,17 @@ def main():
     import foolbox as fb
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
     attack = fb.attacks.DDNAttack(init_epsilon=1.0, steps=args.steps, gamma=0.05)
+    batch = args.attack_batch or args.n
     t0 = time.perf_counter()
-    _, advs, success = attack(fmodel, x, y, epsilons=None)
+    parts = [attack(fmodel, x[i:i + batch], y[i:i + batch], epsilons=None) for i in range(0, args.n, batch)]
     seconds = time.perf_counter() - t0
+    advs = torch.cat([p[1] for p in parts])
+    success = torch.cat([p[2] for p in parts])
     norms = (advs - x).flatten(1).norm(dim=1)[success]
     result.update({
         "foolbox": fb.__version__,
         "foolbox_ddn_steps": args.steps,
+        "foolbox_batch": batch,
         "foolbox_ddn_seconds": seconds,
         "foolbox_ddn_success_rate": success.float().mean().item(),
         "foolbox_ddn_mean_l2": norms.mean().item(),

@@ -28,24 +28,34 @@ pub struct BenchRow {
     pub peak_fraction: f64,
 }
 
-/// The machine's single-precision FLOP peak in GFLOP/s: cores x clock x FLOPs per cycle
-/// (32 with two AVX2 FMA units: 2 units x 8 lanes x 2 FLOPs), from /proc/cpuinfo.
+/// The machine's single-precision FLOP peak in GFLOP/s: cores x clock x FLOPs per cycle, from
+/// /proc/cpuinfo. Two FMA units per core: 32 FLOP/cycle with AVX2 (2 units x 8 lanes x 2 FLOPs),
+/// 64 with full-width AVX-512 (16 lanes); AMD Zen 4 (family 25) runs AVX-512 on 256-bit units,
+/// so it counts as 32.
 pub fn cpu_peak_gflops() -> (f64, String) {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let mhz = info
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))
-        .and_then(|l| l.split(':').nth(1))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(2500.0);
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().map(str::trim) == Some(name))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| v.trim().to_string())
+    };
+    let mhz = field("cpu MHz").and_then(|v| v.parse::<f64>().ok()).unwrap_or(2500.0);
+    let flags = format!("{} ", field("flags").unwrap_or_default());
+    let zen4 = field("vendor_id").as_deref() == Some("AuthenticAMD") && field("cpu family").as_deref() == Some("25");
+    let (per_cycle, unit) = if flags.contains(" avx512f ") && !zen4 {
+        (64.0, "AVX-512 FMA")
+    } else if flags.contains(" fma ") && flags.contains(" avx2 ") {
+        (32.0, "AVX2 FMA")
+    } else {
+        (8.0, "SSE")
+    };
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-    let fma = info.contains(" fma") && info.contains(" avx2");
-    let per_cycle = if fma { 32.0 } else { 8.0 };
     let peak = cores * mhz / 1000.0 * per_cycle;
     (
         peak,
         format!(
-            "{cores} cores x {:.2} GHz x {per_cycle} FLOP/cycle (AVX2 FMA)",
+            "{cores} cores x {:.2} GHz x {per_cycle} FLOP/cycle ({unit})",
             mhz / 1000.0
         ),
     )
@@ -133,7 +143,9 @@ pub fn bench(
             });
             row("forward+input-grad/chunked", chunked, 4.0 * macs);
         }
-        for (name, rule) in [
+        // DDN and ANU runs alternate and each keeps its fastest run, so that a burst of
+        // other work on the machine cannot land on one rule only: their ratio is ANU's overhead.
+        let rules = [
             ("ddn-iteration", NormUpdate::Ddn { gamma: 0.05 }),
             (
                 "anu-iteration",
@@ -143,13 +155,25 @@ pub fn bench(
                     gamma_min: 0.0,
                 },
             ),
-        ] {
-            let mut config = AttackConfig::new(steps, rule);
-            config.pass_chunk = settings.pass_chunk;
-            let goal = Goal::Untargeted(y.clone());
-            let per_run = time_it(reps.div_ceil(steps).max(1), || {
-                let _ = run(&prepared, x.clone(), &goal, &config, |_| {});
-            });
+        ];
+        let goal = Goal::Untargeted(y.clone());
+        let configs: Vec<AttackConfig> = rules
+            .iter()
+            .map(|(_, rule)| {
+                let mut config = AttackConfig::new(steps, *rule);
+                config.pass_chunk = settings.pass_chunk;
+                config
+            })
+            .collect();
+        let mut fastest = [f64::INFINITY; 2];
+        for _ in 0..reps.div_ceil(steps).max(2) {
+            for (config, best) in configs.iter().zip(fastest.iter_mut()) {
+                let t = Instant::now();
+                let _ = run(&prepared, x.clone(), &goal, config, |_| {});
+                *best = best.min(t.elapsed().as_secs_f64());
+            }
+        }
+        for ((name, _), per_run) in rules.iter().zip(fastest) {
             row(name, per_run / steps as f64, 4.0 * macs);
         }
     }

@@ -24,7 +24,8 @@ pub struct BenchArgs {
     /// Attack iterations per timed run.
     #[arg(long, default_value_t = 10)]
     steps: usize,
-    /// Timed repetitions of the model passes.
+    /// Timed repetitions of the model passes; the DDN and ANU runs alternate
+    /// max(2, reps / steps) times and each keeps its fastest.
     #[arg(long, default_value_t = 5)]
     reps: usize,
     /// Images per forward/backward pass inside an attack batch (default: 64 on CPU, 0 = whole batch).
@@ -74,6 +75,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
             r.gflops,
             100.0 * r.peak_fraction
         );
+    }
+    for &b in &args.batch_sizes {
+        let speed = |what: &str| {
+            rows.iter()
+                .find(|r| r.batch == b && r.what == what)
+                .map(|r| r.images_per_second)
+        };
+        if let (Some(ddn), Some(anu)) = (speed("ddn-iteration"), speed("anu-iteration")) {
+            println!(
+                "batch {b}: ANU iteration takes {:.3}x the time of a DDN iteration",
+                ddn / anu
+            );
+        }
     }
     if let Some(path) = &args.json {
         anu::fsutil::write_atomic(path, serde_json::to_string_pretty(&rows)?.as_bytes())?;
