@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
 # The CIFAR-10 and backend measurements reported in the issue notes, in the order they were run
 # on the 2-core CPU machine. Results go under runs/ (JSON) and results/ (tables, figures).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export ANU_DATA="${ANU_DATA:-../shared/data}"
-anu=./target/release/anu
-cargo build --release
-mkdir -p runs results
+source "$(dirname "$0")/setup.sh"
 
 # Issue 5: the small CIFAR-10 CNN (Adam 1e-3, cosine, batch 128, crop+flip, 15 epochs).
 $anu train --dataset cifar10 --epochs 15 --out models/cifar-cnn.safetensors --log-json runs/cifar-train.json

@@ -2,12 +2,7 @@
 # The MNIST measurements reported in the issue notes, in the order they were run on the
 # 2-core CPU machine. Each step writes its results under runs/ (JSON) or results/ (tables,
 # figures); rerunning `reproduce` skips rows already saved.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-export ANU_DATA="${ANU_DATA:-../shared/data}"
-anu=./target/release/anu
-cargo build --release
-mkdir -p runs results
+source "$(dirname "$0")/setup.sh"
 
 # Issue 3: DDN-100, ANU-70, ANU-100 on the first 1000 test images, untargeted.
 for spec in ddn:100 anu:70 anu:100; do

@@ -6,7 +6,7 @@ use std::time::Instant;
 use burn::prelude::*;
 
 use crate::attack::engine::logits_and_input_gradient;
-use crate::attack::{AttackConfig, Goal, NormUpdate, prepare_model, run};
+use crate::attack::{Goal, paper_config, prepare_model, run};
 use crate::data::Dataset;
 use crate::models::{Architecture, Classifier};
 use crate::train::cross_entropy;
@@ -145,29 +145,16 @@ pub fn bench(
         }
         // DDN and ANU runs alternate and each keeps its fastest run, so that a burst of
         // other work on the machine cannot land on one rule only: their ratio is ANU's overhead.
-        let rules = [
-            ("ddn-iteration", NormUpdate::Ddn { gamma: 0.05 }),
-            (
-                "anu-iteration",
-                NormUpdate::Anu {
-                    gamma0: 0.4,
-                    alpha_gamma0: 0.15,
-                    gamma_min: 0.0,
-                },
-            ),
-        ];
+        let rules = ["ddn", "anu"].map(|attack| {
+            let mut config = paper_config(attack, arch.dataset(), false, steps)
+                .expect("the paper has a configuration for both attacks");
+            config.pass_chunk = settings.pass_chunk;
+            (format!("{attack}-iteration"), config)
+        });
         let goal = Goal::Untargeted(y.clone());
-        let configs: Vec<AttackConfig> = rules
-            .iter()
-            .map(|(_, rule)| {
-                let mut config = AttackConfig::new(steps, *rule);
-                config.pass_chunk = settings.pass_chunk;
-                config
-            })
-            .collect();
         let mut fastest = [f64::INFINITY; 2];
         for _ in 0..reps.div_ceil(steps).max(2) {
-            for (config, best) in configs.iter().zip(fastest.iter_mut()) {
+            for ((_, config), best) in rules.iter().zip(fastest.iter_mut()) {
                 let t = Instant::now();
                 let _ = run(&prepared, x.clone(), &goal, config, |_| {});
                 *best = best.min(t.elapsed().as_secs_f64());
