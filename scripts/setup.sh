@@ -1,5 +1,6 @@
-# Sourced by the experiment scripts: run from the repository root with the data folder set,
-# a fresh release build in $anu, and the output folders in place.
+# Sourced by the other scripts in this folder: moves to the repository root, sets the data
+# folder ($ANU_DATA, default ../shared/data), builds anu in release mode ($anu) and makes the
+# output folders runs/ (single runs, trained models) and results/ (tables, figures).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export ANU_DATA="${ANU_DATA:-../shared/data}"

@@ -41,7 +41,7 @@ fn crop_flip(batch: &Dataset, pad: usize, rng: &mut impl Rng) -> Dataset {
                     let sx0 = x as isize + dx;
                     let sx = if flip { w as isize - 1 - sx0 } else { sx0 };
                     let v = if sy < 0 || sy >= h as isize || sx0 < 0 || sx0 >= w as isize {
-                        0.0
+                        0
                     } else {
                         src[ch * h * w + sy as usize * w + sx as usize]
                     };
@@ -60,13 +60,20 @@ mod tests {
 
     #[test]
     fn crop_flip_keeps_shape_and_values() {
-        let pixels: Vec<f32> = (0..2 * 3 * 8 * 8).map(|i| (i % 7) as f32 / 7.0).collect();
+        let pixels: Vec<u8> = (0..2 * 3 * 8 * 8).map(|i| (i % 7) as u8 * 30 + 1).collect();
         let data = Dataset::new(pixels, vec![1, 2], [3, 8, 8], 10).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let out = Augmentation::CropFlip.apply(&data, &mut rng);
         assert_eq!(out.pixels.len(), data.pixels.len());
         assert_eq!(out.labels, data.labels);
-        assert!(out.pixels.iter().all(|p| (0.0..=1.0).contains(p)));
         assert_ne!(out.pixels, data.pixels);
+        // Every output pixel is an input pixel of the same image and channel, or zero padding.
+        for i in 0..2 {
+            for ch in 0..3 {
+                let plane = |d: &Dataset| d.pixels[(i * 3 + ch) * 64..(i * 3 + ch + 1) * 64].to_vec();
+                let source = plane(&data);
+                assert!(plane(&out).iter().all(|p| *p == 0 || source.contains(p)));
+            }
+        }
     }
 }

@@ -1,23 +1,66 @@
 //! `anu bench`: throughput of one attack iteration (forward, loss, input gradient, update)
 //! against the model's own passes and the machine's FLOP peak.
 
+use std::fmt;
 use std::time::Instant;
 
 use burn::prelude::*;
 
 use crate::attack::engine::logits_and_input_gradient;
-use crate::attack::{Goal, paper_config, prepare_model, run};
-use crate::data::Dataset;
-use crate::models::{Architecture, Classifier};
+use crate::attack::{AttackKind, AttackedModel, Goal, NoObserver, paper_spec, run};
+use crate::data::{Dataset, DatasetName};
+use crate::error::{Error, Result};
+use crate::machine::CpuInfo;
+use crate::models::LoadedModel;
 use crate::train::cross_entropy;
+
+/// What a row of the table timed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(into = "String")]
+pub enum Measured {
+    /// The model's forward pass alone, whole batch.
+    Forward,
+    /// Forward pass and input gradient, whole batch in one pass.
+    ForwardInputGrad,
+    /// Forward pass and input gradient in chunks, as the attack passes them.
+    ForwardInputGradChunked,
+    /// A whole attack iteration (passes in chunks).
+    Iteration(AttackKind),
+}
+
+impl Measured {
+    /// FLOPs per image, in multiples of the forward pass's multiply-adds: 2 for a forward
+    /// pass, 4 with the input gradient (the backward pass costs about as much again).
+    pub fn flops_per_mac(self) -> f64 {
+        match self {
+            Measured::Forward => 2.0,
+            _ => 4.0,
+        }
+    }
+}
+
+impl fmt::Display for Measured {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Measured::Forward => f.write_str("forward"),
+            Measured::ForwardInputGrad => f.write_str("forward+input-grad"),
+            Measured::ForwardInputGradChunked => f.write_str("forward+input-grad/chunked"),
+            Measured::Iteration(a) => write!(f, "{a}-iteration"),
+        }
+    }
+}
+
+impl From<Measured> for String {
+    fn from(m: Measured) -> Self {
+        m.to_string()
+    }
+}
 
 /// One measured configuration.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct BenchRow {
-    /// What was timed: `forward`, `forward+input-grad` (whole batch in one pass),
-    /// `forward+input-grad/chunked` (the attack's passes, in chunks of `--pass-chunk`),
-    /// `ddn-iteration`, `anu-iteration` (whole attack iterations, passes in chunks).
-    pub what: String,
+    /// What was timed.
+    pub what: Measured,
     /// Batch size.
     pub batch: usize,
     /// Images x iterations per second.
@@ -28,37 +71,9 @@ pub struct BenchRow {
     pub peak_fraction: f64,
 }
 
-/// The machine's single-precision FLOP peak in GFLOP/s: cores x clock x FLOPs per cycle, from
-/// /proc/cpuinfo. Two FMA units per core: 32 FLOP/cycle with AVX2 (2 units x 8 lanes x 2 FLOPs),
-/// 64 with full-width AVX-512 (16 lanes); AMD Zen 4 (family 25) runs AVX-512 on 256-bit units,
-/// so it counts as 32.
+/// The machine's single-precision FLOP peak in GFLOP/s and how it was counted.
 pub fn cpu_peak_gflops() -> (f64, String) {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        info.lines()
-            .find(|l| l.split(':').next().map(str::trim) == Some(name))
-            .and_then(|l| l.split(':').nth(1))
-            .map(|v| v.trim().to_string())
-    };
-    let mhz = field("cpu MHz").and_then(|v| v.parse::<f64>().ok()).unwrap_or(2500.0);
-    let flags = format!("{} ", field("flags").unwrap_or_default());
-    let zen4 = field("vendor_id").as_deref() == Some("AuthenticAMD") && field("cpu family").as_deref() == Some("25");
-    let (per_cycle, unit) = if flags.contains(" avx512f ") && !zen4 {
-        (64.0, "AVX-512 FMA")
-    } else if flags.contains(" fma ") && flags.contains(" avx2 ") {
-        (32.0, "AVX2 FMA")
-    } else {
-        (8.0, "SSE")
-    };
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-    let peak = cores * mhz / 1000.0 * per_cycle;
-    (
-        peak,
-        format!(
-            "{cores} cores x {:.2} GHz x {per_cycle} FLOP/cycle ({unit})",
-            mhz / 1000.0
-        ),
-    )
+    CpuInfo::read().peak_gflops()
 }
 
 fn time_it(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -83,32 +98,38 @@ pub struct BenchSettings {
     pub pass_chunk: usize,
 }
 
-/// Measures each batch size of `settings` on `data` (cycled to fill large batches).
+/// Measures each batch size of `settings` on `data` of `dataset` (cycled to fill large
+/// batches); the model must fit the data set.
 pub fn bench(
-    model: &Classifier,
-    arch: Architecture,
+    model: &LoadedModel,
+    dataset: DatasetName,
     data: &Dataset,
     settings: &BenchSettings,
     device: &Device,
-) -> Vec<BenchRow> {
+) -> Result<Vec<BenchRow>> {
+    model.check_fits(dataset)?;
+    if data.is_empty() || settings.batches.contains(&0) {
+        return Err(Error::Invalid(
+            "bench needs images and batch sizes of at least 1".into(),
+        ));
+    }
     let (steps, reps) = (settings.steps.max(1), settings.reps.max(1));
     let (peak, _) = cpu_peak_gflops();
-    let macs = arch.forward_macs() as f64;
-    let prepared = prepare_model(model, device);
-    let plain = model.valid().to_device(&device.clone().inner());
+    let macs = model.arch.forward_macs() as f64;
+    let prepared = AttackedModel::new(&model.model, device);
+    let plain = model.model.valid().to_device(&device.clone().inner());
     let ad = device.clone().autodiff();
     let mut rows = Vec::new();
     for &b in &settings.batches {
-        let reps_data = data.len().max(1);
-        let idx: Vec<usize> = (0..b).map(|i| i % reps_data).collect();
+        let idx: Vec<usize> = (0..b).map(|i| i % data.len()).collect();
         let batch = data.select(&idx);
         let (x_plain, _) = batch.batch(0, b, &device.clone().inner());
         let (x, y) = batch.batch(0, b, &ad);
-        let mut row = |what: &str, seconds_per_iter: f64, flops_per_image: f64| {
+        let mut row = |what: Measured, seconds_per_iter: f64| {
             let ips = b as f64 / seconds_per_iter;
-            let gflops = ips * flops_per_image / 1e9;
+            let gflops = ips * what.flops_per_mac() * macs / 1e9;
             rows.push(BenchRow {
-                what: what.into(),
+                what,
                 batch: b,
                 images_per_second: ips,
                 gflops,
@@ -118,51 +139,42 @@ pub fn bench(
         let fwd = time_it(reps, || {
             let _ = plain.forward(x_plain.clone()).into_data();
         });
-        row("forward", fwd, 2.0 * macs);
+        row(Measured::Forward, fwd);
         let fb = time_it(reps, || {
             let leaf = x.clone().detach().require_grad();
-            let loss = cross_entropy(prepared.forward(leaf.clone()), y.clone());
+            let loss = cross_entropy(prepared.classifier().forward(leaf.clone()), y.clone());
             let g = leaf.grad(&loss.backward()).expect("tracked");
             let _ = g.into_data();
         });
-        row("forward+input-grad", fb, 4.0 * macs);
+        row(Measured::ForwardInputGrad, fb);
         if settings.pass_chunk > 0 && settings.pass_chunk < b {
-            let grad_device = ad.clone();
             let label_index = y.clone().inner().reshape([b, 1]);
             let x_inner = x.clone().inner();
             let chunked = time_it(reps, || {
-                let (logits, grad) = logits_and_input_gradient(
-                    &prepared,
-                    &x_inner,
-                    &label_index,
-                    false,
-                    settings.pass_chunk,
-                    &grad_device,
-                );
+                let (logits, grad) =
+                    logits_and_input_gradient(&prepared, &x_inner, &label_index, false, settings.pass_chunk);
                 let _ = (logits.into_data(), grad.into_data());
             });
-            row("forward+input-grad/chunked", chunked, 4.0 * macs);
+            row(Measured::ForwardInputGradChunked, chunked);
         }
         // DDN and ANU runs alternate and each keeps its fastest run, so that a burst of
         // other work on the machine cannot land on one rule only: their ratio is ANU's overhead.
-        let rules = ["ddn", "anu"].map(|attack| {
-            let mut config = paper_config(attack, arch.dataset(), false, steps)
-                .expect("the paper has a configuration for both attacks");
-            config.pass_chunk = settings.pass_chunk;
-            (format!("{attack}-iteration"), config)
-        });
+        let specs = AttackKind::ALL
+            .iter()
+            .map(|&a| paper_spec(a, dataset, false, steps))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let goal = Goal::Untargeted(y.clone());
-        let mut fastest = [f64::INFINITY; 2];
+        let mut fastest = vec![f64::INFINITY; specs.len()];
         for _ in 0..reps.div_ceil(steps).max(2) {
-            for ((_, config), best) in rules.iter().zip(fastest.iter_mut()) {
+            for (spec, best) in specs.iter().zip(fastest.iter_mut()) {
                 let t = Instant::now();
-                let _ = run(&prepared, x.clone(), &goal, config, |_| {});
+                let _ = run(&prepared, x.clone(), &goal, spec, settings.pass_chunk, &mut NoObserver);
                 *best = best.min(t.elapsed().as_secs_f64());
             }
         }
-        for ((name, _), per_run) in rules.iter().zip(fastest) {
-            row(name, per_run / steps as f64, 4.0 * macs);
+        for (spec, per_run) in specs.iter().zip(fastest) {
+            row(Measured::Iteration(spec.kind()), per_run / steps as f64);
         }
     }
-    rows
+    Ok(rows)
 }

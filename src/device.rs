@@ -2,8 +2,11 @@
 
 use burn::prelude::*;
 
+use crate::error::{Error, Result};
+
 /// Which backend runs the tensors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeviceKind {
     /// The pure-Rust CPU backend (default).
     Flex,
@@ -16,34 +19,29 @@ pub enum DeviceKind {
 }
 
 /// The device for `kind`, or a readable error when this build lacks it.
-pub fn device(kind: DeviceKind) -> Result<Device, String> {
+pub fn device(kind: DeviceKind) -> Result<Device> {
     match kind {
         DeviceKind::Flex => Ok(Device::flex()),
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda => Ok(Device::cuda(0)),
         #[cfg(not(feature = "cuda"))]
-        DeviceKind::Cuda => Err("this build of anu has no CUDA support: rebuild with `--features cuda`".into()),
+        DeviceKind::Cuda => Err(Error::Unavailable(
+            "this build of anu has no CUDA support: rebuild with `--features cuda`".into(),
+        )),
         // burn 0.22 deprecates its ndarray and tch backends; they stay here for comparison.
         #[cfg(feature = "ndarray")]
         #[allow(deprecated)]
         DeviceKind::Ndarray => Ok(Device::ndarray()),
         #[cfg(not(feature = "ndarray"))]
-        DeviceKind::Ndarray => {
-            Err("this build of anu has no ndarray backend: rebuild with `--features ndarray`".into())
-        }
+        DeviceKind::Ndarray => Err(Error::Unavailable(
+            "this build of anu has no ndarray backend: rebuild with `--features ndarray`".into(),
+        )),
         #[cfg(feature = "tch")]
         #[allow(deprecated)]
         DeviceKind::Libtorch => Ok(Device::libtorch()),
         #[cfg(not(feature = "tch"))]
-        DeviceKind::Libtorch => Err("this build of anu has no LibTorch backend: rebuild with `--features tch`".into()),
-    }
-}
-
-/// Images per forward/backward pass inside an attack batch for this backend: small chunks
-/// keep a CPU's caches warm (see `anu bench`); a GPU wants the whole batch at once.
-pub fn pass_chunk(kind: DeviceKind) -> usize {
-    match kind {
-        DeviceKind::Flex | DeviceKind::Ndarray | DeviceKind::Libtorch => crate::attack::config::CPU_PASS_CHUNK,
-        DeviceKind::Cuda => 0,
+        DeviceKind::Libtorch => Err(Error::Unavailable(
+            "this build of anu has no LibTorch backend: rebuild with `--features tch`".into(),
+        )),
     }
 }

@@ -3,10 +3,15 @@
 use burn::prelude::*;
 
 use crate::data::Dataset;
+use crate::error::{Error, Result};
 use crate::models::Classifier;
 
-/// Fraction and count of correctly classified images, evaluated in batches without autodiff.
-pub fn accuracy(model: &Classifier, data: &Dataset, device: &Device, batch_size: usize) -> (f64, usize) {
+/// Fraction and count of correctly classified images, evaluated in batches of `batch_size`
+/// (at least 1) without autodiff.
+pub fn accuracy(model: &Classifier, data: &Dataset, device: &Device, batch_size: usize) -> Result<(f64, usize)> {
+    if batch_size == 0 {
+        return Err(Error::Invalid("the evaluation batch size must be at least 1".into()));
+    }
     let model = model.valid().to_device(&device.clone().inner());
     let mut correct = 0usize;
     let mut start = 0;
@@ -17,7 +22,7 @@ pub fn accuracy(model: &Classifier, data: &Dataset, device: &Device, batch_size:
         correct += predicted.equal(labels).int().sum().into_scalar::<i64>() as usize;
         start = end;
     }
-    (correct as f64 / data.len().max(1) as f64, correct)
+    Ok((correct as f64 / data.len().max(1) as f64, correct))
 }
 
 /// Predicted class of every image.

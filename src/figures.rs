@@ -2,8 +2,16 @@
 
 use std::path::Path;
 
-use anyhow::{Result, anyhow};
 use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+
+fn draw_error(path: &Path, reason: impl std::fmt::Display) -> Error {
+    Error::Figure {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
 
 /// One named line of a chart.
 pub struct Series {
@@ -49,9 +57,9 @@ fn tick_label(x: f64) -> String {
 
 /// Draws a line chart to a PNG file.
 pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<()> {
-    let (x0, x1, y0, y1) = bounds(series).ok_or_else(|| anyhow!("{}: nothing to plot", path.display()))?;
+    let (x0, x1, y0, y1) = bounds(series).ok_or_else(|| draw_error(path, "nothing to plot"))?;
     let root = BitMapBackend::new(path, (800, 560)).into_drawing_area();
-    let err = |e: &dyn std::fmt::Display| anyhow!("{}: cannot draw: {e}", path.display());
+    let err = |e: &dyn std::fmt::Display| draw_error(path, e);
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 24))
@@ -114,13 +122,13 @@ pub fn image_grid(path: &Path, title: &str, rows: &[(String, Vec<Cell>)], scale:
         .flat_map(|(_, r)| r.first())
         .map(|c| c.shape)
         .next()
-        .ok_or_else(|| anyhow!("{}: no images to draw", path.display()))?;
+        .ok_or_else(|| draw_error(path, "no images to draw"))?;
     let (cw, ch) = (w * scale + 20, h * scale + 50);
     let left = 130;
     let width = (left + cols * cw + 10) as u32;
     let height = (50 + rows.len() * ch) as u32;
     let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
-    let err = |e: &dyn std::fmt::Display| anyhow!("{}: cannot draw: {e}", path.display());
+    let err = |e: &dyn std::fmt::Display| draw_error(path, e);
     root.fill(&WHITE).map_err(|e| err(&e))?;
     root.draw(&Text::new(title.to_string(), (10, 10), ("sans-serif", 22).into_font()))
         .map_err(|e| err(&e))?;

@@ -3,15 +3,15 @@
 
 use std::path::Path;
 
-use anyhow::Result;
 use burn::prelude::*;
 
-use crate::attack::{AttackConfig, AttackSet, attack_all};
-use crate::data::Dataset;
+use crate::attack::{AttackSet, AttackSpec, Execution, Observer, attack_all};
+use crate::data::{Dataset, DatasetName};
+use crate::error::{Error, Result};
 use crate::eval::predictions;
 use crate::figures::{Cell, Series, image_grid, line_chart};
-use crate::fsutil::write_atomic;
-use crate::models::Classifier;
+use crate::fsutil::{create_dir, write_atomic, write_json};
+use crate::models::LoadedModel;
 
 /// Accuracy at each `eps`: the fraction of images whose minimal adversarial distance exceeds
 /// eps. Distances are 0 for images misclassified already and infinity where the attack
@@ -58,21 +58,28 @@ pub struct ModelRobustness {
     pub adversarial_predictions: Vec<i64>,
 }
 
-/// Attacks `data` with `config` on each model and gathers distances and curves.
+/// Attacks `data` (of `dataset`) with `spec` on each named model and gathers distances and
+/// curves; every model must fit the data set.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
-    models: &[(String, String, Classifier)],
+    models: &[(String, LoadedModel)],
+    dataset: DatasetName,
     data: &Dataset,
-    config: &AttackConfig,
+    spec: &AttackSpec,
+    execution: &Execution,
     eps: &[f64],
-    batch_size: usize,
     device: &Device,
-    mut on_step: impl FnMut(),
-) -> Vec<ModelRobustness> {
+    observer: &mut impl Observer,
+) -> Result<Vec<ModelRobustness>> {
+    for (_, loaded) in models {
+        loaded.check_fits(dataset)?;
+    }
     let set = AttackSet::untargeted(data.clone());
-    models
+    Ok(models
         .iter()
-        .map(|(name, file, model)| {
-            let result = attack_all(model, &set, config, batch_size, device, true, &mut on_step);
+        .map(|(name, loaded)| {
+            let model = &loaded.model;
+            let result = attack_all(model, &set, spec, execution, device, true, observer);
             let adversarials = result.adversarials.unwrap_or_default();
             let [c, h, w] = data.image_shape;
             let images = Tensor::<1>::from_data(
@@ -84,7 +91,7 @@ pub fn evaluate(
             let clean = result.norms.iter().filter(|&&d| d > 0.0).count() as f64 / data.len().max(1) as f64;
             ModelRobustness {
                 name: name.clone(),
-                file: file.clone(),
+                file: loaded.path.display().to_string(),
                 clean_accuracy: clean,
                 distances: result.norms.iter().map(|d| d.is_finite().then_some(*d)).collect(),
                 accuracy: robust_accuracy(&result.norms, eps),
@@ -93,7 +100,7 @@ pub fn evaluate(
                 adversarial_predictions,
             }
         })
-        .collect()
+        .collect())
 }
 
 /// Writes `robustness.json`, `robustness.csv`, `fig5.png` and `fig6.png` to `out`.
@@ -105,11 +112,10 @@ pub fn write_outputs(
     class_names: &[String],
     fig6_images: usize,
 ) -> Result<()> {
-    std::fs::create_dir_all(out)?;
-    let json = serde_json::json!({ "eps": eps, "models": results });
-    write_atomic(
+    create_dir(out)?;
+    write_json(
         &out.join("robustness.json"),
-        serde_json::to_string_pretty(&json)?.as_bytes(),
+        &serde_json::json!({ "eps": eps, "models": results }),
     )?;
     let mut csv = String::from("eps");
     for r in results {
@@ -123,7 +129,8 @@ pub fn write_outputs(
         }
         csv.push('\n');
     }
-    write_atomic(&out.join("robustness.csv"), csv.as_bytes())?;
+    let csv_path = out.join("robustness.csv");
+    write_atomic(&csv_path, csv.as_bytes()).map_err(|e| Error::io(&csv_path, "cannot write", e))?;
 
     let series: Vec<Series> = results
         .iter()
@@ -139,7 +146,7 @@ pub fn write_outputs(
         "accuracy",
         &series,
     ) {
-        eprintln!("warning: {e:#}");
+        eprintln!("warning: {e}");
     }
 
     let len = data.image_len();
@@ -149,7 +156,7 @@ pub fn write_outputs(
         "original".to_string(),
         (0..k)
             .map(|i| Cell {
-                pixels: data.pixels[i * len..(i + 1) * len].to_vec(),
+                pixels: data.image(i),
                 shape: data.image_shape,
                 top: String::new(),
                 bottom: class(data.labels[i] as i64),
@@ -176,7 +183,7 @@ pub fn write_outputs(
         &rows,
         scale,
     ) {
-        eprintln!("warning: {e:#}");
+        eprintln!("warning: {e}");
     }
     Ok(())
 }

@@ -1,15 +1,18 @@
-//! Model tests: forward/backward shapes, weight-file round trip, bad weight files.
+//! Model tests (no data folder): forward/backward shapes, weight-file round trip, bad weight
+//! files, models that do not fit a data set.
 
 mod common;
 
-use anu::models::{Architecture, Classifier, weights};
+use anu::data::DatasetName;
+use anu::models::{Architecture, Classifier, SmallCnnShape, weights};
 use burn::prelude::*;
 
 #[test]
 fn forward_and_backward_give_finite_logits_and_input_gradients() {
     let device = Device::flex().autodiff();
     let model = Classifier::new(Architecture::MnistCnn, &device);
-    let data = common::mnist_test(4);
+    let probe = common::random_model(Architecture::MnistCnn, 0);
+    let data = common::synthetic(DatasetName::Mnist, 4, &probe, 1);
     let (images, labels) = data.batch(0, 4, &device);
     let images = images.require_grad();
     let logits = model.forward(images.clone());
@@ -35,16 +38,15 @@ fn cifar_cnn_takes_colour_images() {
 #[test]
 fn saved_weights_load_back_to_identical_logits() {
     let device = Device::flex();
-    device.seed(3);
-    let mut model = Classifier::new(Architecture::MnistCnn, &device);
-    // Give the zero-initialised last layer some weights so the logits differ per image.
-    model = model.map(&mut Randomize);
+    let model = common::random_model(Architecture::MnistCnn, 3);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
     weights::save(&model, Architecture::MnistCnn, &path).unwrap();
     let loaded = weights::load(&path, &device).unwrap();
     assert_eq!(loaded.arch, Architecture::MnistCnn);
-    let data = common::mnist_test(8);
+    assert_eq!(loaded.sha256.len(), 64);
+    assert_eq!(loaded.sha256, anu::fsutil::sha256_hex(&std::fs::read(&path).unwrap()));
+    let data = common::synthetic(DatasetName::Mnist, 8, &model, 4);
     let (images, _) = data.batch(0, 8, &device);
     let a: Vec<f32> = model
         .valid()
@@ -55,13 +57,6 @@ fn saved_weights_load_back_to_identical_logits() {
     let b: Vec<f32> = loaded.model.valid().forward(images).into_data().iter::<f32>().collect();
     assert_eq!(a, b);
     assert!(a.iter().any(|&v| v != a[0]));
-}
-
-struct Randomize;
-impl burn::module::ModuleMapper for Randomize {
-    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
-        param.map(|t| t.random_like(burn::tensor::Distribution::Normal(0.0, 0.05)))
-    }
 }
 
 #[test]
@@ -86,25 +81,61 @@ fn bad_weight_files_are_reported_with_the_file() {
         "{err}"
     );
 
-    let err = weights::load(&dir.path().join("absent.safetensors"), &device)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("absent.safetensors"), "{err}");
+    let err = weights::load(&dir.path().join("absent.safetensors"), &device).unwrap_err();
+    assert!(err.to_string().contains("absent.safetensors"), "{err}");
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the I/O error is kept as the source"
+    );
 
     // A CIFAR model's weights do not fit when relabelled as an MNIST model.
     let cifar = Classifier::new(Architecture::CifarCnn, &device);
     let wrong = dir.path().join("wrong.safetensors");
     weights::save(&cifar, Architecture::CifarCnn, &wrong).unwrap();
-    let text = std::fs::read(&wrong).unwrap();
-    let relabelled = String::from_utf8_lossy(&text)
-        .replace("cifar-cnn", "mnist-cnn")
-        .into_bytes();
-    if relabelled.len() == text.len() {
-        let path = dir.path().join("relabelled.safetensors");
-        std::fs::write(&path, relabelled).unwrap();
-        let err = weights::load(&path, &device).unwrap_err().to_string();
-        assert!(err.contains("relabelled.safetensors"), "{err}");
-    }
+    let mut relabelled = std::fs::read(&wrong).unwrap();
+    let at = relabelled
+        .windows(9)
+        .position(|w| w == b"cifar-cnn")
+        .expect("the architecture is named in the header");
+    relabelled[at..at + 9].copy_from_slice(b"mnist-cnn");
+    let path = dir.path().join("relabelled.safetensors");
+    std::fs::write(&path, relabelled).unwrap();
+    let err = weights::load(&path, &device).unwrap_err().to_string();
+    assert!(
+        err.contains("relabelled.safetensors") && err.contains("conv1.weight"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_model_is_checked_against_the_data_set_it_is_used_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cifar = common::saved_random_model(dir.path(), "c.safetensors", Architecture::CifarCnn, 1);
+    assert!(cifar.check_fits(DatasetName::Cifar10).is_ok());
+    let err = cifar.check_fits(DatasetName::Mnist).unwrap_err().to_string();
+    assert!(
+        err.contains("c.safetensors") && err.contains("3x32x32") && err.contains("1x28x28"),
+        "{err}"
+    );
+    assert_eq!(
+        Architecture::MnistCnn.input_spec().image_shape,
+        DatasetName::Mnist.info().image_shape
+    );
+}
+
+#[test]
+fn small_cnn_counts_its_multiply_adds_layer_by_layer() {
+    // MNIST CNN by hand: convs 1->32 (26x26), 32->32 (24x24), pool, 32->64 (10x10),
+    // 64->64 (8x8), pool, fc 1024->200, 200->200, 200->10.
+    let by_hand = 32 * 9 * 26 * 26
+        + 32 * 32 * 9 * 24 * 24
+        + 32 * 64 * 9 * 10 * 10
+        + 64 * 64 * 9 * 8 * 8
+        + 1024 * 200
+        + 200 * 200
+        + 200 * 10;
+    assert_eq!(SmallCnnShape::MNIST.forward_macs(), by_hand as u64);
+    assert_eq!(Architecture::MnistCnn.forward_macs(), 9_952_400);
 }
 
 #[test]

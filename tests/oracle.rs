@@ -1,8 +1,9 @@
 //! DDN and ANU against an affine classifier, whose minimal adversarial L2 distance is known
-//! exactly: min over j != y of (z_y - z_j) / ||w_y - w_j|| when the box [0,1] does not bind.
+//! exactly: min over j != y of (z_y - z_j) / ||w_y - w_j|| when the box [0,1] does not bind;
+//! and the robustness curve built from those distances.
 
-use anu::attack::{AttackConfig, Goal, NormUpdate, prepare_model, run};
-use anu::data::labels_tensor;
+use anu::attack::{AttackSpec, AttackedModel, Goal, NoObserver, NormUpdate, run};
+use anu::data::{Label, labels_tensor};
 use anu::models::Classifier;
 use burn::module::Param;
 use burn::nn::LinearConfig;
@@ -63,7 +64,7 @@ fn attacks_land_near_the_exact_minimal_norm_of_an_affine_classifier() {
             let x = &images[i * n..(i + 1) * n];
             let z = logits(&w, &b, x);
             let y = argmax(&z);
-            labels.push(y as u8);
+            labels.push(y as Label);
             let d = (0..k)
                 .filter(|&j| j != y)
                 .map(|j| {
@@ -84,7 +85,7 @@ fn attacks_land_near_the_exact_minimal_norm_of_an_affine_classifier() {
             "{exact:?}"
         );
         let device = Device::flex();
-        let prepared = prepare_model(&model, &device);
+        let prepared = AttackedModel::new(&model, &device);
         let ad = device.clone().autodiff();
         let shape = if n == 3 * 8 * 8 {
             [batch, 3, 8, 8]
@@ -100,13 +101,14 @@ fn attacks_land_near_the_exact_minimal_norm_of_an_affine_classifier() {
                 gamma_min: 0.0,
             },
         ] {
-            let config = AttackConfig::new(50, rule);
+            let spec = AttackSpec::new(50, rule).unwrap();
             let r = run(
                 &prepared,
                 x.clone(),
                 &Goal::Untargeted(labels_tensor(&labels, &ad)),
-                &config,
-                |_| {},
+                &spec,
+                0,
+                &mut NoObserver,
             );
             for (i, &d) in exact.iter().enumerate() {
                 assert!(r.success[i], "{rule:?} n={n}: sample {i} not broken");
@@ -119,4 +121,74 @@ fn attacks_land_near_the_exact_minimal_norm_of_an_affine_classifier() {
             }
         }
     }
+}
+
+#[test]
+fn robustness_curve_of_an_affine_classifier_follows_its_exact_distances() {
+    use anu::attack::{EveryStep, Execution};
+    use anu::data::{Dataset, DatasetName};
+    use anu::models::weights;
+    use anu::robustness::{eps_grid, evaluate};
+
+    // An MNIST-shaped affine classifier (784 inputs, 10 classes), images of 0.5 +- 1/255.
+    let (n, k, batch) = (784, 10, 6);
+    let (model, images, w, b) = setup(n, k, batch, 11);
+    let pixels: Vec<u8> = images.iter().map(|v| (v * 255.0).round() as u8).collect();
+    let values: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
+    let mut exact = Vec::new();
+    for i in 0..batch {
+        let z = logits(&w, &b, &values[i * n..(i + 1) * n]);
+        let y = argmax(&z);
+        assert_eq!(y, 0);
+        exact.push(
+            (1..k)
+                .map(|j| {
+                    let d = w[0]
+                        .iter()
+                        .zip(&w[j])
+                        .map(|(a, c)| ((a - c) as f64).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                    (z[0] - z[j]) / d
+                })
+                .fold(f64::INFINITY, f64::min),
+        );
+    }
+    let data = Dataset::new(pixels, vec![0; batch], [1, 28, 28], 10).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("affine.safetensors");
+    // The affine model is not an architecture that weight files name; wrap it by hand.
+    let loaded = weights::LoadedModel {
+        arch: anu::models::Architecture::MnistCnn,
+        model,
+        path: path.clone(),
+        sha256: String::new(),
+    };
+    let spec = AttackSpec::new(100, NormUpdate::Ddn { gamma: 0.05 }).unwrap();
+    let eps = eps_grid(1.0, 101);
+    let results = evaluate(
+        &[("affine".to_string(), loaded)],
+        DatasetName::Mnist,
+        &data,
+        &spec,
+        &Execution::new(batch, 0).unwrap(),
+        &eps,
+        &Device::flex(),
+        &mut EveryStep(|| {}),
+    )
+    .unwrap();
+    let curve = &results[0].accuracy;
+    assert_eq!(curve[0], 1.0, "every image is classified correctly");
+    // The attack's distances lie between the exact ones and 5% above them, so the number of
+    // images still robust at eps lies between the counts of those two bounds above eps.
+    for (e, acc) in eps.iter().zip(curve) {
+        let robust = (acc * batch as f64).round() as usize;
+        let at_least = exact.iter().filter(|&&d| 0.999 * d > *e).count();
+        let at_most = exact.iter().filter(|&&d| 1.05 * d > *e).count();
+        assert!(
+            (at_least..=at_most).contains(&robust),
+            "eps {e}: {robust} robust, exact {exact:?}"
+        );
+    }
+    assert_eq!(*curve.last().unwrap(), 0.0, "every distance is below 1");
 }

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use burn::prelude::*;
 
-use super::{AttackConfig, Goal, Trace, prepare_model, run};
-use crate::data::{Dataset, labels_tensor};
+use super::{AttackSpec, AttackedModel, Execution, Goal, Observer, run};
+use crate::data::{Dataset, Label, labels_tensor};
 use crate::models::Classifier;
 
 /// Images to attack and, for a targeted attack, one target label per image.
@@ -15,7 +15,7 @@ pub struct AttackSet {
     /// The images and their true labels.
     pub data: Dataset,
     /// Target labels (targeted attacks only), one per image.
-    pub targets: Option<Vec<u8>>,
+    pub targets: Option<Vec<Label>>,
 }
 
 impl AttackSet {
@@ -27,7 +27,7 @@ impl AttackSet {
     /// Every image paired with each of the other classes in turn (9 attacks per image on a
     /// 10-class set), image by image, as the paper's Table 2.
     pub fn all_other_targets(data: &Dataset) -> Self {
-        let classes = data.num_classes as u8;
+        let classes = data.num_classes as Label;
         let mut indices = Vec::new();
         let mut targets = Vec::new();
         for (i, &y) in data.labels.iter().enumerate() {
@@ -40,6 +40,11 @@ impl AttackSet {
             data: data.select(&indices),
             targets: Some(targets),
         }
+    }
+
+    /// Whether the attacks are targeted.
+    pub fn is_targeted(&self) -> bool {
+        self.targets.is_some()
     }
 
     /// Number of attacks.
@@ -60,32 +65,37 @@ pub struct CampaignResult {
     pub norms: Vec<f32>,
     /// Whether each attack succeeded.
     pub success: Vec<bool>,
-    /// Adversarial images, flattened like [`Dataset::pixels`], when kept.
+    /// Adversarial images as [0,1] values, flattened image after image, when kept.
     pub adversarials: Option<Vec<f32>>,
-    /// Per-iteration trace over all attacks (`[iteration][attack]`), when asked for.
-    pub trace: Option<Trace>,
-    /// Wall time of the attack loop alone, in seconds (after the device has synchronised).
+    /// Wall time of the attack loops alone, in seconds (after the device has synchronised),
+    /// without the time of observers that read results back.
     pub seconds: f64,
 }
 
-/// Attacks `set` in batches of `batch_size` on `device`; `on_step` is called after every
-/// iteration of every batch. Keeps the adversarial images when `keep_adversarials` is set.
+impl CampaignResult {
+    /// Fraction of successful attacks.
+    pub fn success_rate(&self) -> f64 {
+        self.success.iter().filter(|&&s| s).count() as f64 / self.success.len().max(1) as f64
+    }
+}
+
+/// Attacks `set` with `spec` in batches on `device`; `observer` sees every iteration of every
+/// batch. Keeps the adversarial images when `keep_adversarials` is set.
 pub fn attack_all(
     model: &Classifier,
     set: &AttackSet,
-    config: &AttackConfig,
-    batch_size: usize,
+    spec: &AttackSpec,
+    execution: &Execution,
     device: &Device,
     keep_adversarials: bool,
-    mut on_step: impl FnMut(),
+    observer: &mut impl Observer,
 ) -> CampaignResult {
-    let prepared = prepare_model(model, device);
+    let prepared = AttackedModel::new(model, device);
     let ad_device = device.clone().autodiff();
-    let batch_size = batch_size.max(1);
+    let batch_size = execution.batch_size();
     let mut norms = Vec::with_capacity(set.len());
     let mut success = Vec::with_capacity(set.len());
     let mut adversarials = keep_adversarials.then(Vec::new);
-    let mut trace = config.record_trace.then(Trace::default);
     let mut seconds = 0.0;
     let mut start = 0;
     while start < set.len() {
@@ -97,16 +107,13 @@ pub fn attack_all(
         };
         let _ = device.sync();
         let t0 = Instant::now();
-        let result = run(&prepared, images, &goal, config, |_| on_step());
+        let result = run(&prepared, images, &goal, spec, execution.pass_chunk(), observer);
         let _ = device.sync();
-        seconds += t0.elapsed().as_secs_f64();
+        seconds += t0.elapsed().as_secs_f64() - result.observer_seconds;
         norms.extend(result.norms);
         success.extend(result.success);
         if let Some(all) = adversarials.as_mut() {
             all.extend(result.adversarials.into_data().iter::<f32>());
-        }
-        if let (Some(all), Some(part)) = (trace.as_mut(), result.trace) {
-            merge_trace(all, part);
         }
         start = end;
     }
@@ -114,25 +121,6 @@ pub fn attack_all(
         norms,
         success,
         adversarials,
-        trace,
         seconds,
-    }
-}
-
-/// Appends a later batch's samples to each iteration's row.
-fn merge_trace(all: &mut Trace, part: Trace) {
-    if all.best_norm.is_empty() {
-        *all = part;
-        return;
-    }
-    for (rows, more) in [
-        (&mut all.best_norm, part.best_norm),
-        (&mut all.norm, part.norm),
-        (&mut all.eps, part.eps),
-        (&mut all.gamma, part.gamma),
-    ] {
-        for (row, extra) in rows.iter_mut().zip(more) {
-            row.extend(extra);
-        }
     }
 }

@@ -1,27 +1,39 @@
 //! The attack loop shared by DDN (Alg. 1) and ANU (Alg. 2).
 //!
 //! Everything per sample is kept in whole tensors on the device; nothing is read back to the
-//! host inside the loop unless a trace is asked for (or a gradient is exactly zero).
+//! host inside the loop unless an [`Observer`] asks for it.
+
+use std::time::Instant;
 
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn::tensor::activation::log_softmax;
+use rand::{Rng, SeedableRng};
 
 use super::norm_update::cosine_annealed;
-use super::{AttackConfig, Goal};
+use super::{AttackSpec, Observer, StepView};
 use crate::models::Classifier;
 
-/// Per-iteration record of a run, indexed `[iteration][sample]`.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct Trace {
-    /// Lowest adversarial norm found up to and including this iteration (infinity before any).
-    pub best_norm: Vec<Vec<f32>>,
-    /// Norm ||x'_k - x||_2 of the iterate evaluated at this iteration.
-    pub norm: Vec<Vec<f32>>,
-    /// Radius eps_k after this iteration's update.
-    pub eps: Vec<Vec<f32>>,
-    /// Norm-update factor gamma_k used at this iteration (constant for DDN).
-    pub gamma: Vec<Vec<f32>>,
+/// What the attack aims for.
+#[derive(Clone, Debug)]
+pub enum Goal {
+    /// Any label but these true labels (`m = +1` in Alg. 1-2).
+    Untargeted(Tensor<1, Int>),
+    /// Exactly these target labels (`m = -1`).
+    Targeted(Tensor<1, Int>),
+}
+
+impl Goal {
+    /// The labels the loss is taken on.
+    pub fn labels(&self) -> &Tensor<1, Int> {
+        match self {
+            Goal::Untargeted(l) | Goal::Targeted(l) => l,
+        }
+    }
+
+    /// Whether this is a targeted attack.
+    pub fn is_targeted(&self) -> bool {
+        matches!(self, Goal::Targeted(_))
+    }
 }
 
 /// Outcome of an attack on a batch.
@@ -33,18 +45,36 @@ pub struct AttackResult {
     pub norms: Vec<f32>,
     /// Whether an adversarial was found.
     pub success: Vec<bool>,
-    /// The per-iteration record, when asked for.
-    pub trace: Option<Trace>,
+    /// Seconds spent in observers that read tensors back (to be left out of timings).
+    pub observer_seconds: f64,
 }
 
-/// The model as the attack needs it: on an autodiff device, in evaluation mode (no dropout),
+/// A classifier ready to be attacked: in evaluation mode (no dropout), on an autodiff device,
 /// with no gradient kept for its parameters, so each backward pass computes only the input
 /// gradient.
-pub fn prepare_model(model: &Classifier, device: &Device) -> Classifier {
-    model.valid().to_device(&device.clone().autodiff()).no_grad()
+#[derive(Clone, Debug)]
+pub struct AttackedModel {
+    model: Classifier,
+    grad_device: Device,
 }
 
-/// Per-sample squared-sum reduced to `[B]`.
+impl AttackedModel {
+    /// Prepares `model` for attacks on `device`.
+    pub fn new(model: &Classifier, device: &Device) -> Self {
+        let grad_device = device.clone().autodiff();
+        Self {
+            model: model.valid().to_device(&grad_device).no_grad(),
+            grad_device,
+        }
+    }
+
+    /// The prepared classifier.
+    pub fn classifier(&self) -> &Classifier {
+        &self.model
+    }
+}
+
+/// Per-sample norm `[B]` of a `[B, C, H, W]` tensor.
 fn sample_norm(t: Tensor<4>) -> Tensor<1> {
     let b = t.dims()[0];
     t.square().sum_dims(&[1, 2, 3]).reshape([b]).sqrt()
@@ -56,47 +86,49 @@ fn per_image(t: Tensor<1>) -> Tensor<4> {
     t.reshape([b, 1, 1, 1])
 }
 
-/// Runs DDN or ANU (by `config.norm_update`) on `images` (`[B, C, H, W]` in [0,1]).
+/// Runs DDN or ANU (by the spec's norm-update rule) on `images` (`[B, C, H, W]` in [0,1]),
+/// passing them through the model `pass_chunk` at a time (0: all at once; the result does
+/// not depend on it).
 ///
-/// `model` must come from [`prepare_model`]. `on_step` is called after each iteration with
-/// its 1-based index. The loop follows the reference DDN order: evaluate x'_{k-1}, keep it if
-/// it is adversarial with a smaller norm (Alg. 2 step 24), step along the normalised gradient
-/// (steps 5-6), update gamma_k (7-14) and eps_k (16-20), project onto the eps-sphere (21) and
-/// clip to [0,1] (22).
+/// The loop follows the reference DDN order: evaluate x'_{k-1}, keep it if it is adversarial
+/// with a smaller norm (Alg. 2 step 24), step along the normalised gradient (steps 5-6),
+/// update gamma_k (7-14) and eps_k (16-20), project onto the eps-sphere (21) and clip to
+/// [0,1] (22). `observer` sees the state after every iteration.
 pub fn run(
-    model: &Classifier,
+    model: &AttackedModel,
     images: Tensor<4>,
     goal: &Goal,
-    config: &AttackConfig,
-    mut on_step: impl FnMut(usize),
+    spec: &AttackSpec,
+    pass_chunk: usize,
+    observer: &mut impl Observer,
 ) -> AttackResult {
     let device = images.device().inner();
     let x = images.inner().to_device(&device);
     let [b, _, _, _] = x.dims();
     let labels = goal.labels().clone().inner().to_device(&device);
     let targeted = goal.is_targeted();
-    let grad_device = model_device(model);
+    let observing = observer.reads_tensors();
+    let mut observer_seconds = 0.0;
 
     // ||max(x, 1 - x)||: no point of [0,1]^n is farther from x.
     let worst_norm = sample_norm(x.clone().max_pair(x.clone().neg().add_scalar(1.0)));
     let mut best_norm = worst_norm.clone();
     let mut best_adv = x.clone();
     let mut found = Tensor::<1>::zeros([b], &device).bool();
-    let mut eps = Tensor::<1>::full([b], config.init_eps, &device);
+    let mut eps = Tensor::<1>::full([b], spec.init_eps(), &device);
     let mut x_adv = x.clone(); // Alg. 2 step 1: delta_0 = 0, x'_0 = x.
-    let mut rule_state = config.norm_update.start(b, &device);
-    let mut trace = config.record_trace.then(Trace::default);
-    let steps = config.steps;
+    let mut rule_state = spec.norm_update().start(b, &device);
+    let fallback = fallback_directions(x.dims(), &device);
+    let steps = spec.steps();
     let label_index = labels.clone().reshape([b, 1]);
 
     for k in 0..steps {
-        let alpha = cosine_annealed(config.alpha_max, config.alpha_min, k, steps);
+        let alpha = cosine_annealed(spec.alpha_max(), spec.alpha_min(), k, steps);
         let delta = x_adv.clone().sub(x.clone());
         let norm = sample_norm(delta.clone());
 
         // Logits of x'_{k-1} with the input gradient of the loss (step 5).
-        let (logits, grad) =
-            logits_and_input_gradient(model, &x_adv, &label_index, targeted, config.pass_chunk, &grad_device);
+        let (logits, grad) = logits_and_input_gradient(model, &x_adv, &label_index, targeted, pass_chunk);
 
         let predicted = logits.argmax(1).reshape([b]);
         let adversarial = if targeted {
@@ -112,36 +144,45 @@ pub fn run(
         found = found.bool_or(adversarial.clone());
 
         // Step 6: delta_k = delta_{k-1} + alpha g / ||g||_2.
-        let direction = normalise(grad);
+        let direction = normalise(grad, &fallback);
         let delta = delta.add(direction.mul_scalar(alpha));
 
         // Steps 7-20: the rule's gamma_k, then eps_k, capped at the worst-case norm.
-        let gamma = config.norm_update.gamma(&mut rule_state, &adversarial, k, steps);
-        let gamma_seen = trace.is_some().then(|| gamma.clone());
+        let gamma = spec.norm_update().gamma(&mut rule_state, &adversarial, k, steps);
         let shrink = eps.clone().mul(gamma.clone().neg().add_scalar(1.0));
-        let grow = eps.clone().mul(gamma.add_scalar(1.0));
+        let grow = eps.clone().mul(gamma.clone().add_scalar(1.0));
         eps = grow.mask_where(adversarial, shrink).min_pair(worst_norm.clone());
 
         // Steps 21-22: project onto the eps-sphere around x, then clip to [0,1].
         let scale = eps.clone().div(sample_norm(delta.clone()).clamp_min(1e-12));
         let mut next = x.clone().add(delta.mul(per_image(scale))).clamp(0.0, 1.0);
-        if config.quantize {
+        if spec.quantize() {
             next = next.mul_scalar(255.0).round().div_scalar(255.0);
         }
         x_adv = next;
 
-        if let Some(trace) = trace.as_mut() {
-            let shown_best = best_norm.clone().mask_fill(found.clone().bool_not(), f32::INFINITY);
-            trace.best_norm.push(to_vec(shown_best));
-            trace.norm.push(to_vec(norm));
-            trace.eps.push(to_vec(eps.clone()));
-            trace.gamma.push(to_vec(gamma_seen.expect("kept for the trace")));
+        let view = StepView {
+            k: k + 1,
+            norm: &norm,
+            best_norm: &best_norm,
+            found: &found,
+            eps: &eps,
+            gamma: &gamma,
+        };
+        if observing {
+            // Let the device finish this iteration first, so that only the observer's own
+            // work is left out of the attack's time.
+            let _ = device.sync();
+            let t0 = Instant::now();
+            observer.on_step(&view);
+            observer_seconds += t0.elapsed().as_secs_f64();
+        } else {
+            observer.on_step(&view);
         }
-        on_step(k + 1);
     }
 
     let success: Vec<bool> = found.into_data().iter::<bool>().collect();
-    let norms = to_vec(best_norm)
+    let norms = super::observe::to_vec(best_norm)
         .into_iter()
         .zip(&success)
         .map(|(n, &ok)| if ok { n } else { f32::INFINITY })
@@ -150,7 +191,7 @@ pub fn run(
         adversarials: best_adv,
         norms,
         success,
-        trace,
+        observer_seconds,
     }
 }
 
@@ -160,36 +201,33 @@ pub fn run(
 /// sample's gradient is independent of the others: the batch is passed through the model in
 /// chunks of `chunk` images (0: all at once), which keeps a CPU's caches warm.
 pub(crate) fn logits_and_input_gradient(
-    model: &Classifier,
+    model: &AttackedModel,
     x_adv: &Tensor<4>,
     label_index: &Tensor<2, Int>,
     targeted: bool,
     chunk: usize,
-    grad_device: &Device,
 ) -> (Tensor<2>, Tensor<4>) {
     let b = x_adv.dims()[0];
     let chunk = if chunk == 0 { b } else { chunk.min(b) };
     let mut all_logits = Vec::with_capacity(b.div_ceil(chunk));
     let mut all_grads = Vec::with_capacity(b.div_ceil(chunk));
+    let device = x_adv.device();
     let mut start = 0;
     while start < b {
         let end = (start + chunk).min(b);
-        let part = if chunk == b {
-            x_adv.clone()
+        let (part, labels) = if chunk == b {
+            (x_adv.clone(), label_index.clone())
         } else {
-            x_adv.clone().narrow(0, start, end - start)
+            (
+                x_adv.clone().narrow(0, start, end - start),
+                label_index.clone().narrow(0, start, end - start),
+            )
         };
-        let labels = if chunk == b {
-            label_index.clone()
-        } else {
-            label_index.clone().narrow(0, start, end - start)
-        };
-        let leaf = Tensor::from_inner(part).to_device(grad_device).require_grad();
-        let logits = model.forward(leaf.clone());
-        let picked = log_softmax(logits.clone(), 1).gather(1, Tensor::from_inner(labels).to_device(grad_device));
+        let leaf = Tensor::from_inner(part).to_device(&model.grad_device).require_grad();
+        let logits = model.model.forward(leaf.clone());
+        let picked = log_softmax(logits.clone(), 1).gather(1, Tensor::from_inner(labels).to_device(&model.grad_device));
         let objective = if targeted { picked.sum() } else { picked.sum().neg() };
         let grads = objective.backward();
-        let device = x_adv.device();
         all_grads.push(
             leaf.grad(&grads)
                 .expect("the input is a tracked leaf")
@@ -209,25 +247,31 @@ pub(crate) fn logits_and_input_gradient(
     }
 }
 
-/// g / ||g||_2 per sample; a sample whose gradient is exactly zero gets a random direction,
-/// as in the reference DDN code.
-fn normalise(grad: Tensor<4>) -> Tensor<4> {
+/// One fixed pseudo-random unit direction per sample, drawn on the host from a fixed seed:
+/// the step direction of a sample whose gradient is exactly zero (the reference DDN code
+/// draws a random direction there too). Drawn once per run, so the loop needs no read-back
+/// to find such samples, and runs stay reproducible.
+fn fallback_directions(shape: [usize; 4], device: &Device) -> Tensor<4> {
+    let per_sample: usize = shape[1..].iter().product();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x0061_6e75);
+    let mut values = Vec::with_capacity(shape[0] * per_sample);
+    for _ in 0..shape[0] {
+        let v: Vec<f32> = (0..per_sample).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+        values.extend(v.into_iter().map(|a| a / norm));
+    }
+    Tensor::<1>::from_data(TensorData::new(values, [shape.iter().product::<usize>()]), device).reshape(shape)
+}
+
+/// g / ||g||_2 per sample; a sample whose gradient is exactly zero takes its fallback
+/// direction instead. No value is read back to the host.
+fn normalise(grad: Tensor<4>, fallback: &Tensor<4>) -> Tensor<4> {
+    let shape = grad.dims();
     let norm = sample_norm(grad.clone());
     let zero = norm.clone().equal_elem(0.0);
-    if zero.clone().any().into_scalar::<bool>() {
-        let shape = grad.dims();
-        let noise = grad.random_like(Distribution::Normal(0.0, 1.0));
-        let grad = grad.mask_where(zero.reshape([shape[0], 1, 1, 1]).expand(shape), noise);
-        return normalise(grad);
-    }
-    grad.div(per_image(norm))
-}
-
-fn to_vec(t: Tensor<1>) -> Vec<f32> {
-    t.into_data().iter::<f32>().collect()
-}
-
-fn model_device(model: &Classifier) -> Device {
-    use burn::module::Module;
-    model.devices().into_iter().next().expect("a model has parameters")
+    let grad = grad.mask_where(
+        zero.clone().reshape([shape[0], 1, 1, 1]).expand(shape),
+        fallback.clone(),
+    );
+    grad.div(per_image(norm.mask_fill(zero, 1.0)))
 }

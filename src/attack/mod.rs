@@ -1,13 +1,23 @@
 //! Minimal-norm L2 attacks: DDN (Alg. 1) and ANU (Alg. 2) as one loop, [`engine::run`],
 //! that differs between them only in the [`NormUpdate`] rule.
+//!
+//! An attack is described by its [`AttackSpec`] (the algorithm's settings, validated when
+//! built; the papers' values in [`paper`]), executed with an [`Execution`] (batch size, pass
+//! chunking) and watched by an [`Observer`] (trace, progress, Figure 4's means).
 
 pub mod campaign;
-pub mod config;
 pub mod engine;
+pub mod execution;
 pub mod norm_update;
+pub mod observe;
+pub mod paper;
+pub mod spec;
 pub mod stats;
 
 pub use campaign::{AttackSet, CampaignResult, attack_all};
-pub use config::{AttackConfig, Goal, paper_config};
-pub use engine::{AttackResult, Trace, prepare_model, run};
+pub use engine::{AttackResult, AttackedModel, Goal, run};
+pub use execution::{CPU_PASS_CHUNK, Execution};
 pub use norm_update::NormUpdate;
+pub use observe::{EveryStep, MeanNormRecorder, NoObserver, Observer, StepView, Trace, TraceRecorder};
+pub use paper::{paper_rule, paper_spec};
+pub use spec::{AttackKind, AttackSpec, SpecError, SpecOverrides};

@@ -6,6 +6,8 @@
 
 use burn::prelude::*;
 
+use super::{AttackKind, SpecError};
+
 /// Upper bound on ANU's gamma_k. Alg. 2 multiplies gamma by (1 + alpha_gamma) whenever the
 /// last two iterates agree, which unguarded would pass 1 and make eps negative. Capping
 /// gamma_k at 0.9 keeps (1 - gamma_k) >= 0.1, so eps stays positive and at most shrinks
@@ -40,33 +42,35 @@ pub enum NormUpdate {
 }
 
 impl NormUpdate {
-    /// Short name of the attack this rule makes: `ddn` or `anu`.
-    pub fn attack_name(&self) -> &'static str {
+    /// The attack this rule makes.
+    pub fn kind(&self) -> AttackKind {
         match self {
-            NormUpdate::Ddn { .. } => "ddn",
-            NormUpdate::Anu { .. } => "anu",
+            NormUpdate::Ddn { .. } => AttackKind::Ddn,
+            NormUpdate::Anu { .. } => AttackKind::Anu,
         }
     }
 
-    /// Checks the parameters, returning a readable reason when they are unusable.
-    pub fn validate(&self) -> Result<(), String> {
-        let check = |name: &str, v: f32, hi: f32| {
-            if v.is_finite() && (0.0..hi).contains(&v) {
+    /// Checks the parameters, naming the one that is unusable.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let check = |name: &'static str, value: f32, below_one: bool| {
+            let hi = if below_one { 1.0 } else { GAMMA_MAX };
+            if value.is_finite() && (0.0..hi).contains(&value) {
                 Ok(())
             } else {
-                Err(format!("{name} must be in [0, {hi}), got {v}"))
+                let range = if below_one { "[0, 1)" } else { "[0, 0.9)" };
+                Err(SpecError::OutOfRange { name, value, range })
             }
         };
         match *self {
-            NormUpdate::Ddn { gamma } => check("gamma", gamma, 1.0),
+            NormUpdate::Ddn { gamma } => check("gamma", gamma, true),
             NormUpdate::Anu {
                 gamma0,
                 alpha_gamma0,
                 gamma_min,
             } => {
-                check("gamma0", gamma0, GAMMA_MAX)?;
-                check("alpha_gamma", alpha_gamma0, 1.0)?;
-                check("gamma_min", gamma_min, GAMMA_MAX)
+                check("gamma_0", gamma0, false)?;
+                check("alpha_gamma", alpha_gamma0, true)?;
+                check("gamma_min", gamma_min, false)
             }
         }
     }

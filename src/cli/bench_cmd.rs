@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use anu::bench::{BenchSettings, bench, cpu_peak_gflops};
+use anu::attack::AttackKind;
+use anu::bench::{BenchSettings, Measured, bench, cpu_peak_gflops};
 use anu::data::Split;
-use anu::models::weights;
 
 use super::Common;
 
@@ -31,25 +31,27 @@ pub struct BenchArgs {
     /// Images per forward/backward pass inside an attack batch (default: 64 on CPU, 0 = whole batch).
     #[arg(long)]
     pass_chunk: Option<usize>,
-    /// Also write the rows as JSON here.
+    /// Also write the rows (and the run's manifest) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let device = args.common.device()?;
-    let named = weights::load(&args.model_file, &device)?;
+    let loaded = args.common.load_model(&args.model_file, &device)?;
     let data = args.common.load(Split::Test)?.take(1000);
-    let chunk = args.pass_chunk.unwrap_or(anu::device::pass_chunk(args.common.device));
+    let exec = anu::attack::Execution::for_device(args.common.device, 1)?;
+    let chunk = args.pass_chunk.unwrap_or(exec.pass_chunk());
     let settings = BenchSettings {
         batches: args.batch_sizes.clone(),
         steps: args.steps,
         reps: args.reps,
         pass_chunk: chunk,
     };
-    let rows = bench(&named.model, named.arch, &data, &settings, &device);
+    let rows = bench(&loaded, args.common.dataset, &data, &settings, &device)?;
     println!(
-        "attack iterations pass {} images at a time",
+        "device {:?}; attack iterations pass {} images at a time",
+        args.common.device,
         if chunk == 0 {
             "the whole batch".to_string()
         } else {
@@ -59,8 +61,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let (peak, how) = cpu_peak_gflops();
     println!(
         "model {} ({} MMAC forward per image); peak {peak:.0} GFLOP/s = {how}",
-        named.arch.name(),
-        named.arch.forward_macs() as f64 / 1e6
+        loaded.arch.name(),
+        loaded.arch.forward_macs() as f64 / 1e6
     );
     println!(
         "{:<26} {:>6} {:>14} {:>9} {:>7}",
@@ -69,7 +71,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for r in &rows {
         println!(
             "{:<26} {:>6} {:>14.1} {:>9.1} {:>6.1}%",
-            r.what,
+            r.what.to_string(),
             r.batch,
             r.images_per_second,
             r.gflops,
@@ -77,12 +79,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     for &b in &args.batch_sizes {
-        let speed = |what: &str| {
+        let speed = |what: Measured| {
             rows.iter()
                 .find(|r| r.batch == b && r.what == what)
                 .map(|r| r.images_per_second)
         };
-        if let (Some(ddn), Some(anu)) = (speed("ddn-iteration"), speed("anu-iteration")) {
+        if let (Some(ddn), Some(anu)) = (
+            speed(Measured::Iteration(AttackKind::Ddn)),
+            speed(Measured::Iteration(AttackKind::Anu)),
+        ) {
             println!(
                 "batch {b}: ANU iteration takes {:.3}x the time of a DDN iteration",
                 ddn / anu
@@ -90,7 +95,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     if let Some(path) = &args.json {
-        anu::fsutil::write_atomic(path, serde_json::to_string_pretty(&rows)?.as_bytes())?;
+        let out = serde_json::json!({"rows": rows, "manifest": args.common.manifest(&[&loaded])});
+        anu::fsutil::write_json(path, &out)?;
     }
     Ok(())
 }

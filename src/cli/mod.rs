@@ -1,18 +1,24 @@
-//! Subcommands of the `anu` tool.
+//! Subcommands of the `anu` tool. Each command parses its flags, loads what it needs through
+//! the helpers here and calls the library; the shared flag groups live in this file.
 
 mod attack_cmd;
 mod bench_cmd;
+mod eval_cmd;
 mod reproduce_cmd;
 mod robustness_cmd;
 mod train_cmd;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 
+use anu::attack::{AttackKind, AttackSpec, Execution, SpecOverrides, paper_spec};
 use anu::data::{self, DatasetName, Split};
 use anu::device::{DeviceKind, device};
+use anu::manifest::Manifest;
+use anu::models::{LoadedModel, weights};
 
 /// Fast minimal-norm L2 adversarial attacks (ANU, DDN) and adversarial training.
 #[derive(Parser)]
@@ -27,7 +33,7 @@ enum Command {
     /// Train a classifier, clean or adversarially (writes safetensors weights).
     Train(train_cmd::TrainArgs),
     /// Clean test accuracy of a trained classifier.
-    Eval(EvalArgs),
+    Eval(eval_cmd::EvalArgs),
     /// Attack the first N test images with DDN or ANU and summarise the norms.
     Attack(attack_cmd::AttackArgs),
     /// Reproduce the paper's Tables 1-2 and Figures 3-4 (attack evaluation).
@@ -39,7 +45,7 @@ enum Command {
 }
 
 /// Options every subcommand shares.
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
 pub struct Common {
     /// Data set.
     #[arg(long, value_enum, default_value_t = DatasetName::Mnist)]
@@ -53,53 +59,106 @@ pub struct Common {
 }
 
 impl Common {
+    /// The chosen device.
     pub fn device(&self) -> Result<burn::prelude::Device> {
-        device(self.device).map_err(anyhow::Error::msg)
+        Ok(device(self.device)?)
     }
 
+    /// The data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        data::resolve_data_dir(self.data_dir.as_deref())
+    }
+
+    /// One split of the data set.
     pub fn load(&self, split: Split) -> Result<data::Dataset> {
-        let dir = data::resolve_data_dir(self.data_dir.as_deref());
-        Ok(data::load(self.dataset, &dir, split)?)
+        Ok(data::load(self.dataset, &self.data_dir(), split)?)
+    }
+
+    /// A weight file, checked to fit the data set.
+    pub fn load_model(&self, path: &Path, device: &burn::prelude::Device) -> Result<LoadedModel> {
+        let loaded = weights::load(path, device)?;
+        loaded.check_fits(self.dataset)?;
+        Ok(loaded)
+    }
+
+    /// A manifest of this run with `models`.
+    pub fn manifest(&self, models: &[&LoadedModel]) -> Manifest {
+        let command: Vec<String> = std::env::args().collect();
+        Manifest::new(command.join(" "), self.device, models, self.dataset)
     }
 }
 
-#[derive(Args)]
-struct EvalArgs {
-    #[command(flatten)]
-    common: Common,
-    /// Weight file written by `anu train`.
+/// The attack and changes to the paper's settings for it.
+#[derive(Args, Clone, Debug)]
+pub struct SpecArgs {
+    /// The attack.
+    #[arg(long, value_enum, default_value_t = AttackKind::Anu)]
+    pub attack: AttackKind,
+    /// DDN's gamma, or ANU's gamma_0 (default: the paper's value).
     #[arg(long)]
-    model_file: PathBuf,
-    /// Print a JSON object instead of text.
+    pub gamma0: Option<f32>,
+    /// ANU's initial alpha_gamma (default: the paper's value; 0 makes ANU equal DDN).
     #[arg(long)]
-    json: bool,
+    pub alpha_gamma: Option<f32>,
+    /// Floor on ANU's gamma_k (default 0: the paper's rule; see `NormUpdate::Anu`).
+    #[arg(long)]
+    pub gamma_min: Option<f32>,
+    /// Round iterates to 256 levels, as the original DDN code.
+    #[arg(long)]
+    pub quantize: bool,
 }
 
-fn eval(args: EvalArgs) -> Result<()> {
-    let device = args.common.device()?;
-    let named = anu::models::weights::load(&args.model_file, &device)?;
-    if named.arch.dataset() != args.common.dataset {
-        anyhow::bail!(
-            "{}: a {} model cannot be evaluated on {}",
-            args.model_file.display(),
-            named.arch.name(),
-            args.common.dataset
-        );
+impl SpecArgs {
+    /// The paper's settings for `steps` iterations on `dataset`, with the overrides applied.
+    pub fn spec(&self, dataset: DatasetName, targeted: bool, steps: usize) -> Result<AttackSpec> {
+        let overrides = SpecOverrides {
+            gamma0: self.gamma0,
+            alpha_gamma: self.alpha_gamma,
+            gamma_min: self.gamma_min,
+            quantize: self.quantize,
+        };
+        Ok(paper_spec(self.attack, dataset, targeted, steps)?.with_overrides(&overrides)?)
     }
-    let test = args.common.load(Split::Test)?;
-    let (acc, correct) = anu::eval::accuracy(&named.model, &test, &device, 1000);
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"dataset": args.common.dataset, "model": named.arch.name(), "accuracy": acc, "correct": correct, "n": test.len()})
-        );
-    } else {
-        println!(
-            "{}: {correct}/{} correct, accuracy {:.4}",
-            args.model_file.display(),
-            test.len(),
-            acc
-        );
+}
+
+/// Batch size and pass chunking of attacks.
+#[derive(Args, Clone, Debug)]
+pub struct ExecArgs {
+    /// Attacks per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// Images per forward/backward pass inside a batch (default: 64 on CPU, whole batch on GPU).
+    #[arg(long)]
+    pub pass_chunk: Option<usize>,
+}
+
+impl ExecArgs {
+    /// The execution settings on `device`.
+    pub fn execution(&self, device: DeviceKind) -> Result<Execution> {
+        let exec = Execution::for_device(device, self.batch_size)?;
+        Ok(match self.pass_chunk {
+            Some(chunk) => exec.with_pass_chunk(chunk),
+            None => exec,
+        })
+    }
+}
+
+/// A progress bar over `total` attack iterations.
+pub fn iteration_bar(total: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} iterations, {per_sec}, eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// Refuses a count of zero for `flag`.
+pub fn at_least_one(value: usize, flag: &str) -> Result<()> {
+    if value == 0 {
+        anyhow::bail!("{flag} must be at least 1");
     }
     Ok(())
 }
@@ -107,10 +166,98 @@ fn eval(args: EvalArgs) -> Result<()> {
 pub fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Train(a) => train_cmd::run(a),
-        Command::Eval(a) => eval(a),
+        Command::Eval(a) => eval_cmd::run(a),
         Command::Attack(a) => attack_cmd::run(a),
         Command::Reproduce(a) => reproduce_cmd::run(a),
         Command::Bench(a) => bench_cmd::run(a),
         Command::Robustness(a) => robustness_cmd::run(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anu::attack::NormUpdate;
+
+    fn parse(line: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(line.split_whitespace())
+    }
+
+    #[test]
+    fn attack_flags_parse_into_a_validated_spec() {
+        let cli = parse("anu attack --dataset cifar10 --model-file m.safetensors --attack ddn --steps 70 --gamma0 0.1 --json o.json").unwrap();
+        let Command::Attack(args) = cli.command else {
+            panic!("not the attack command")
+        };
+        assert_eq!(args.common.dataset, DatasetName::Cifar10);
+        let spec = args.spec_args.spec(args.common.dataset, false, args.steps).unwrap();
+        assert_eq!(spec.norm_update(), NormUpdate::Ddn { gamma: 0.1 });
+        assert_eq!(spec.steps(), 70);
+        let exec = args.exec.execution(DeviceKind::Flex).unwrap();
+        assert_eq!((exec.batch_size(), exec.pass_chunk()), (1000, 64));
+        assert_eq!(args.exec.execution(DeviceKind::Cuda).unwrap().pass_chunk(), 0);
+
+        // The paper's ANU settings by default, per data set and goal.
+        let cli = parse("anu attack --model-file m --targeted --json o.json").unwrap();
+        let Command::Attack(args) = cli.command else {
+            panic!("not the attack command")
+        };
+        assert_eq!(args.spec_args.attack, AttackKind::Anu);
+        let spec = args.spec_args.spec(DatasetName::Mnist, true, 100).unwrap();
+        assert_eq!(
+            spec.norm_update(),
+            NormUpdate::Anu {
+                gamma0: 0.05,
+                alpha_gamma0: 0.05,
+                gamma_min: 0.0
+            }
+        );
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_a_reason() {
+        assert!(parse("anu attack --model-file m --attack fgsm --json o").is_err());
+        assert!(parse("anu attack --model-file m --dataset imagenet --json o").is_err());
+        assert!(parse("anu attack --model-file m --steps -3 --json o").is_err());
+        assert!(parse("anu reproduce --out d --untargeted-only --targeted-only").is_err());
+        let cli = parse("anu attack --model-file m --attack ddn --alpha-gamma 0.1 --json o").unwrap();
+        let Command::Attack(args) = cli.command else {
+            panic!("not the attack command")
+        };
+        let err = args.spec_args.spec(DatasetName::Mnist, false, 10).unwrap_err();
+        assert!(err.to_string().contains("--alpha-gamma"), "{err}");
+        let cli = parse("anu attack --model-file m --gamma0 1.5 --batch-size 0 --json o").unwrap();
+        let Command::Attack(args) = cli.command else {
+            panic!("not the attack command")
+        };
+        assert!(args.spec_args.spec(DatasetName::Mnist, false, 10).is_err());
+        assert!(args.exec.execution(DeviceKind::Flex).is_err());
+    }
+
+    #[test]
+    fn reproduce_and_train_flags_parse() {
+        let cli =
+            parse("anu reproduce --out d --n 10 --budgets 5,7 --attacks anu --batch-size 16 --pass-chunk 4").unwrap();
+        let Command::Reproduce(args) = cli.command else {
+            panic!("not reproduce")
+        };
+        assert_eq!(args.budgets, Some(vec![5, 7]));
+        assert_eq!(args.attacks, vec![AttackKind::Anu]);
+        assert_eq!(args.exec.execution(DeviceKind::Flex).unwrap().pass_chunk(), 4);
+        let cli = parse("anu train --dataset cifar10 --adversarial ddn --attack-steps 20 --out m.safetensors").unwrap();
+        let Command::Train(args) = cli.command else {
+            panic!("not train")
+        };
+        let config = train_cmd::config(&args).unwrap();
+        let adversary = config.adversary.unwrap();
+        assert_eq!(adversary.attack.kind(), AttackKind::Ddn);
+        assert_eq!(adversary.attack.steps(), 20);
+        assert_eq!(adversary.max_norm, 1.0, "CIFAR-10's maximum norm by default");
+        assert!(parse("anu train --adversarial fmn --out m").is_err());
+        let bad = parse("anu train --adversarial anu --max-norm=-1 --out m").unwrap();
+        let Command::Train(args) = bad.command else {
+            panic!("not train")
+        };
+        assert!(train_cmd::config(&args).is_err());
     }
 }

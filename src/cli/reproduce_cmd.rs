@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 
+use anu::attack::AttackKind;
 use anu::data::Split;
-use anu::models::{Architecture, weights};
-use anu::reproduce::{ReproduceOptions, TABLE1_BUDGETS, TABLE2_BUDGETS, reproduce};
+use anu::models::Architecture;
+use anu::reproduce::{ReproduceOptions, reproduce};
 
-use super::Common;
+use super::{Common, ExecArgs, at_least_one};
 
 #[derive(Args)]
 pub struct ReproduceArgs {
@@ -24,33 +25,36 @@ pub struct ReproduceArgs {
     /// Number of test images (the first N).
     #[arg(long, default_value_t = 1000)]
     n: usize,
+    /// Attacks to compare, in table order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "ddn,anu")]
+    pub attacks: Vec<AttackKind>,
     /// Budgets for both tables (default: the paper's, 50,70,100,200,500,1000 and 50,85,100,300,500,1000).
     #[arg(long, value_delimiter = ',')]
-    budgets: Option<Vec<usize>>,
+    pub budgets: Option<Vec<usize>>,
     /// Only Table 1 (and Figures 3-4).
     #[arg(long, conflicts_with = "targeted_only")]
     untargeted_only: bool,
     /// Only Table 2 (and Figure 3).
     #[arg(long)]
     targeted_only: bool,
-    /// Iterations of the Figure 4 runs.
+    /// Iterations of the Figure 4 runs (0: no Figure 4).
     #[arg(long, default_value_t = 1000)]
     fig4_steps: usize,
     /// Redo rows that are already saved.
     #[arg(long)]
     force: bool,
-    /// Images per batch.
-    #[arg(long, default_value_t = 1000)]
-    batch_size: usize,
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }
 
 pub fn run(args: ReproduceArgs) -> Result<()> {
     let dataset = args.common.dataset;
-    if args.n == 0 {
-        bail!("--n must be at least 1");
-    }
+    at_least_one(args.n, "--n")?;
     if args.budgets.as_ref().is_some_and(|b| b.is_empty() || b.contains(&0)) {
         bail!("--budgets needs positive iteration counts, e.g. 50,100");
+    }
+    if args.attacks.is_empty() {
+        bail!("--attacks needs at least one attack");
     }
     let model_file = args.model_file.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
@@ -58,36 +62,32 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
             Architecture::default_for(dataset).name()
         ))
     });
+    let execution = args.exec.execution(args.common.device)?;
     let device = args.common.device()?;
-    let named = weights::load(&model_file, &device)?;
-    if named.arch.dataset() != dataset {
-        bail!(
-            "{}: a {} model cannot attack {dataset}",
-            model_file.display(),
-            named.arch.name()
-        );
-    }
+    let loaded = args.common.load_model(&model_file, &device)?;
     let test = args.common.load(Split::Test)?.take(args.n);
+    let info = dataset.info();
     let (t1, t2) = match &args.budgets {
         Some(b) => (b.clone(), b.clone()),
-        None => (TABLE1_BUDGETS.to_vec(), TABLE2_BUDGETS.to_vec()),
+        None => (info.table1_budgets.to_vec(), info.table2_budgets.to_vec()),
     };
     let options = ReproduceOptions {
         dataset,
         out: args.out.clone(),
+        attacks: args.attacks.clone(),
         table1_budgets: if args.targeted_only { vec![] } else { t1 },
         table2_budgets: if args.untargeted_only { vec![] } else { t2 },
         fig4_steps: args.fig4_steps,
         force: args.force,
-        batch_size: args.batch_size,
-        pass_chunk: anu::device::pass_chunk(args.common.device),
+        execution,
     };
-    let rows = reproduce(&named.model, &test, &options, &device)?;
+    let rows = reproduce(&loaded, &test, &options, &device)?;
+    args.common.manifest(&[&loaded]).write_to(&args.out)?;
     for r in &rows {
         println!(
             "{} {:>3} {:>5}: mean {:.4} median {:.4} success {:.4} {:.1} s",
-            r.table,
-            r.attack.to_uppercase(),
+            r.table.stem(),
+            r.attack.label(),
             r.budget,
             r.mean_l2,
             r.median_l2,

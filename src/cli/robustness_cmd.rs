@@ -2,15 +2,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 
-use anu::data::{Split, class_names, resolve_data_dir};
-use anu::models::weights;
+use anu::attack::EveryStep;
+use anu::data::Split;
 use anu::robustness::{eps_grid, evaluate, write_outputs};
 
-use super::Common;
-use super::attack_cmd::{attack_config, iteration_bar};
+use super::{Common, ExecArgs, SpecArgs, at_least_one, iteration_bar};
 
 #[derive(Args)]
 pub struct RobustnessArgs {
@@ -19,18 +18,16 @@ pub struct RobustnessArgs {
     /// Weight files to compare (repeat the flag).
     #[arg(long = "model-file", required = true)]
     model_files: Vec<PathBuf>,
-    /// The attack.
-    #[arg(long, value_parser = ["anu", "ddn"], default_value = "anu")]
-    attack: String,
+    #[command(flatten)]
+    spec_args: SpecArgs,
     /// Iterations (the paper: 1000).
     #[arg(long, default_value_t = 1000)]
     steps: usize,
     /// Number of test images (the first N).
     #[arg(long, default_value_t = 1000)]
     n: usize,
-    /// Images per batch.
-    #[arg(long, default_value_t = 1000)]
-    batch_size: usize,
+    #[command(flatten)]
+    exec: ExecArgs,
     /// Largest eps of the curve (default 3.0 for MNIST, 1.5 for CIFAR-10).
     #[arg(long)]
     max_eps: Option<f64>,
@@ -47,40 +44,39 @@ pub struct RobustnessArgs {
 
 pub fn run(args: RobustnessArgs) -> Result<()> {
     let dataset = args.common.dataset;
-    if args.n == 0 || args.batch_size == 0 {
-        bail!("--n and --batch-size must be at least 1");
-    }
-    let mut config = attack_config(&args.attack, dataset, false, args.steps, None, None, None)?;
-    config.pass_chunk = anu::device::pass_chunk(args.common.device);
+    at_least_one(args.n, "--n")?;
+    let spec = args.spec_args.spec(dataset, false, args.steps)?;
+    let execution = args.exec.execution(args.common.device)?;
     let device = args.common.device()?;
     let mut models = Vec::new();
     for file in &args.model_files {
-        let named = weights::load(file, &device)?;
-        if named.arch.dataset() != dataset {
-            bail!(
-                "{}: a {} model cannot be evaluated on {dataset}",
-                file.display(),
-                named.arch.name()
-            );
-        }
+        let loaded = args.common.load_model(file, &device)?;
         let name = file
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        models.push((name, file.display().to_string(), named.model));
+        models.push((name, loaded));
     }
     let test = args.common.load(Split::Test)?.take(args.n);
-    let max_eps = args.max_eps.unwrap_or(match dataset {
-        anu::data::DatasetName::Mnist => 3.0,
-        anu::data::DatasetName::Cifar10 => 1.5,
-    });
-    let eps = eps_grid(max_eps, args.points);
-    let total = (models.len() * test.len().div_ceil(args.batch_size) * args.steps) as u64;
-    let bar = iteration_bar(total, &format!("{} {}", args.attack, args.steps));
-    let results = evaluate(&models, &test, &config, &eps, args.batch_size, &device, || bar.inc(1));
+    let info = dataset.info();
+    let eps = eps_grid(args.max_eps.unwrap_or(info.robustness_max_eps), args.points);
+    let total = (models.len() * test.len().div_ceil(execution.batch_size()) * args.steps) as u64;
+    let bar = iteration_bar(total, &format!("{} {}", spec.kind(), args.steps));
+    let results = evaluate(
+        &models,
+        dataset,
+        &test,
+        &spec,
+        &execution,
+        &eps,
+        &device,
+        &mut EveryStep(|| bar.inc(1)),
+    )?;
     bar.finish_and_clear();
-    let names = class_names(dataset, &resolve_data_dir(args.common.data_dir.as_deref()));
+    let names = info.class_names(&args.common.data_dir());
     write_outputs(&args.out, &test, &eps, &results, &names, args.fig6_images)?;
+    let loaded: Vec<_> = models.iter().map(|(_, m)| m).collect();
+    args.common.manifest(&loaded).write_to(&args.out)?;
     for r in &results {
         let at = |e: f64| {
             let i = eps.iter().position(|&x| x >= e - 1e-9).unwrap_or(eps.len() - 1);
@@ -98,7 +94,7 @@ pub fn run(args: RobustnessArgs) -> Result<()> {
         );
     }
     println!(
-        "wrote {}/robustness.{{json,csv}}, fig5.png, fig6.png",
+        "wrote {}/robustness.{{json,csv}}, fig5.png, fig6.png, manifest.json",
         args.out.display()
     );
     Ok(())

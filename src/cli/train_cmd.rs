@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use anu::adversarial::Adversary;
-use anu::attack::paper_config;
+use anu::attack::{AttackKind, Execution, paper_spec};
 use anu::augment::Augmentation;
 use anu::data::Split;
 use anu::models::Architecture;
@@ -55,8 +55,8 @@ pub struct TrainArgs {
     #[arg(long)]
     init_from: Option<PathBuf>,
     /// Adversarial training with this attack (paper Eq. 7).
-    #[arg(long, value_parser = ["anu", "ddn"])]
-    adversarial: Option<String>,
+    #[arg(long, value_enum)]
+    adversarial: Option<AttackKind>,
     /// Iterations of the training attack.
     #[arg(long, default_value_t = 100)]
     attack_steps: usize,
@@ -66,6 +66,9 @@ pub struct TrainArgs {
     /// Weight beta of the clean loss (Eq. 6); 0 is Eq. 7.
     #[arg(long, default_value_t = 0.0)]
     clean_weight: f64,
+    /// Images per forward/backward pass of the training attack (default: 64 on CPU, whole batch on GPU).
+    #[arg(long)]
+    pass_chunk: Option<usize>,
     /// Output weight file (safetensors).
     #[arg(long)]
     out: PathBuf,
@@ -80,35 +83,18 @@ pub struct TrainArgs {
     log_json: Option<PathBuf>,
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
+/// The training settings the flags ask for, checked.
+pub fn config(args: &TrainArgs) -> Result<TrainConfig> {
     let dataset = args.common.dataset;
+    let info = dataset.info();
     let arch = args.model.unwrap_or(Architecture::default_for(dataset));
-    if arch.dataset() != dataset {
-        anyhow::bail!("architecture {} is for {}, not {dataset}", arch.name(), arch.dataset());
-    }
-    let adversary = match &args.adversarial {
-        Some(attack) => {
-            let mut attack_config =
-                paper_config(attack, dataset, false, args.attack_steps).map_err(anyhow::Error::msg)?;
-            attack_config.validate().map_err(anyhow::Error::msg)?;
-            attack_config.record_trace = false;
-            attack_config.pass_chunk = anu::device::pass_chunk(args.common.device);
-            let max_norm = args.max_norm.unwrap_or(match dataset {
-                anu::data::DatasetName::Mnist => 2.4,
-                anu::data::DatasetName::Cifar10 => 1.0,
-            });
-            if !(max_norm.is_finite() && max_norm > 0.0) {
-                anyhow::bail!("--max-norm must be positive, got {max_norm}");
-            }
-            if !(0.0..1.0).contains(&args.clean_weight) {
-                anyhow::bail!("--clean-weight must be in [0, 1), got {}", args.clean_weight);
-            }
-            Some(Adversary {
-                attack: attack_config,
-                max_norm,
-                clean_weight: args.clean_weight,
-            })
-        }
+    anu::models::check_fits(arch.input_spec(), arch.name(), std::path::Path::new("--model"), dataset)?;
+    let adversary = match args.adversarial {
+        Some(attack) => Some(Adversary::new(
+            paper_spec(attack, dataset, false, args.attack_steps)?,
+            args.max_norm.unwrap_or(info.training_max_norm),
+            args.clean_weight,
+        )?),
         None => None,
     };
     let config = TrainConfig {
@@ -121,34 +107,40 @@ pub fn run(args: TrainArgs) -> Result<()> {
         lr_step: args.lr_step,
         weight_decay: args.weight_decay,
         seed: args.seed,
-        augmentation: args.augment.unwrap_or(match dataset {
-            anu::data::DatasetName::Mnist => Augmentation::None,
-            anu::data::DatasetName::Cifar10 => Augmentation::CropFlip,
-        }),
+        augmentation: args.augment.unwrap_or(info.augmentation),
         adversary,
         train_subset: args.train_subset,
         init_from: args.init_from.clone(),
     };
+    config.validate()?;
+    Ok(config)
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let config = config(&args)?;
     let device = args.common.device()?;
     let train_set = args.common.load(Split::Train)?;
     let test_set = args.common.load(Split::Test)?;
     let start = std::time::Instant::now();
+    let exec = Execution::for_device(args.common.device, config.batch_size)?;
     let options = RunOptions {
         resume: args.resume,
         stop_after: args.stop_after_epochs,
         progress: true,
+        attack_pass_chunk: args.pass_chunk.unwrap_or(exec.pass_chunk()),
     };
     let log = train(&config, &train_set, Some(&test_set), &device, &args.out, &options)?;
     let seconds = start.elapsed().as_secs_f64();
-    let summary = serde_json::json!({
-        "config": config,
-        "epochs": log,
-        "wall_seconds_this_run": seconds,
-        "train_seconds_total": log.iter().map(|e| e.seconds).sum::<f64>(),
-        "out": args.out,
-    });
     if let Some(path) = &args.log_json {
-        anu::fsutil::write_atomic(path, serde_json::to_string_pretty(&summary)?.as_bytes())?;
+        let summary = serde_json::json!({
+            "config": config,
+            "epochs": log,
+            "wall_seconds_this_run": seconds,
+            "train_seconds_total": log.iter().map(|e| e.seconds).sum::<f64>(),
+            "out": args.out,
+            "manifest": args.common.manifest(&[]),
+        });
+        anu::fsutil::write_json(path, &summary)?;
     }
     let last = log.last().and_then(|e| e.test_accuracy).unwrap_or(f64::NAN);
     if log.len() == config.epochs {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{DataError, Dataset, Split, find_file, read_maybe_gz};
+use super::{DataError, Dataset, Label, Split, find_file, read_maybe_gz};
 
 /// Bytes of one record: the label and a 3x32x32 image.
 pub const RECORD_BYTES: usize = 1 + 3 * 32 * 32;
@@ -24,17 +24,22 @@ fn batch_names(split: Split) -> Vec<&'static str> {
 pub fn load(dir: &Path, split: Split) -> Result<Dataset, DataError> {
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
+    let mut last = None;
     for name in batch_names(split) {
         let path = find_file(dir, &[format!("{name}.bin.gz"), format!("{name}.bin")])?;
         let (p, l) = parse_records(&path, &read_maybe_gz(&path)?)?;
         pixels.extend(p);
         labels.extend(l);
+        last = Some(path);
     }
-    Dataset::new(pixels, labels, [3, 32, 32], 10).map_err(DataError::Missing)
+    Dataset::new(pixels, labels, [3, 32, 32], 10).map_err(|e| match last {
+        Some(path) => DataError::format(&path, e.to_string()),
+        None => e,
+    })
 }
 
 /// Parses concatenated CIFAR-10 binary records.
-pub fn parse_records(path: &Path, bytes: &[u8]) -> Result<(Vec<f32>, Vec<u8>), DataError> {
+pub fn parse_records(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, Vec<Label>), DataError> {
     if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_BYTES) {
         return Err(DataError::format(
             path,
@@ -54,8 +59,8 @@ pub fn parse_records(path: &Path, bytes: &[u8]) -> Result<(Vec<f32>, Vec<u8>), D
                 format!("record {i} has label {}, not a class 0-9", record[0]),
             ));
         }
-        labels.push(record[0]);
-        pixels.extend(record[1..].iter().map(|&b| b as f32 / 255.0));
+        labels.push(record[0] as Label);
+        pixels.extend_from_slice(&record[1..]);
     }
     Ok((pixels, labels))
 }

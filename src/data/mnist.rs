@@ -1,8 +1,8 @@
-//! MNIST in the IDX format (gzip-compressed or not), pixels scaled to [0,1].
+//! MNIST in the IDX format (gzip-compressed or not), pixels kept as bytes.
 
 use std::path::Path;
 
-use super::{DataError, Dataset, Split, find_file, read_maybe_gz};
+use super::{DataError, Dataset, Label, Split, find_file, read_maybe_gz};
 
 const IMAGES_MAGIC: u32 = 0x0000_0803;
 const LABELS_MAGIC: u32 = 0x0000_0801;
@@ -37,7 +37,7 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset, DataError> {
             ),
         ));
     }
-    Dataset::new(pixels, labels, [1, rows, cols], 10).map_err(|r| DataError::format(&labels_path, r))
+    Dataset::new(pixels, labels, [1, rows, cols], 10).map_err(|e| DataError::format(&labels_path, e.to_string()))
 }
 
 fn be_u32(bytes: &[u8], at: usize) -> u32 {
@@ -45,7 +45,7 @@ fn be_u32(bytes: &[u8], at: usize) -> u32 {
 }
 
 /// Parses an IDX3 image file: magic, count, rows, cols, then `count*rows*cols` bytes.
-pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<(Vec<f32>, usize, usize), DataError> {
+pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, usize, usize), DataError> {
     if bytes.len() < 16 {
         return Err(DataError::format(
             path,
@@ -78,11 +78,11 @@ pub fn parse_images(path: &Path, bytes: &[u8]) -> Result<(Vec<f32>, usize, usize
             ),
         ));
     }
-    Ok((body.iter().map(|&b| b as f32 / 255.0).collect(), rows, cols))
+    Ok((body.to_vec(), rows, cols))
 }
 
 /// Parses an IDX1 label file: magic, count, then `count` bytes each below 10.
-pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
+pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<Label>, DataError> {
     if bytes.len() < 8 {
         return Err(DataError::format(
             path,
@@ -113,5 +113,5 @@ pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>, DataError> {
             format!("label {l} at index {i} is not a digit 0-9"),
         ));
     }
-    Ok(body.to_vec())
+    Ok(body.iter().map(|&l| l as Label).collect())
 }

@@ -1,9 +1,15 @@
-//! Data sets as in-memory tensors of pixels in [0,1] and integer labels.
+//! Data sets held in memory as 8-bit pixels and integer labels, handed out in batches of
+//! [0,1] tensors.
 //!
 //! Every loader reports a bad file as a [`DataError`] naming the file and the reason.
+//! What is known about each data set (shape, classes, paper budgets, defaults) is in
+//! [`info`].
 
 pub mod cifar10;
+pub mod info;
 pub mod mnist;
+
+pub use info::DatasetInfo;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -22,10 +28,7 @@ pub enum DatasetName {
 
 impl fmt::Display for DatasetName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DatasetName::Mnist => "mnist",
-            DatasetName::Cifar10 => "cifar10",
-        })
+        f.write_str(self.info().name)
     }
 }
 
@@ -60,6 +63,9 @@ pub enum DataError {
     /// The data directory does not hold the expected files.
     #[error("{0}")]
     Missing(String),
+    /// Pixels, labels and shape do not make a data set.
+    #[error("invalid data set: {0}")]
+    Invalid(String),
 }
 
 impl DataError {
@@ -77,36 +83,49 @@ impl DataError {
     }
 }
 
-/// Images (N x C x H x W, row-major, values in [0,1]) and their labels.
+/// A class label. Wide enough for ImageNet's 1000 classes.
+pub type Label = u16;
+
+/// Images (N x C x H x W, row-major, 8-bit) and their labels. Pixels are kept as bytes (a
+/// quarter of the memory of f32) and scaled to [0,1] per batch by [`Dataset::batch`].
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    /// Pixel values, `len() == n * channels * height * width`.
-    pub pixels: Vec<f32>,
+    /// Pixel bytes, `len() == n * channels * height * width`; value v stands for v / 255.
+    pub pixels: Vec<u8>,
     /// One label per image, each below `num_classes`.
-    pub labels: Vec<u8>,
+    pub labels: Vec<Label>,
     /// Shape of one image: `[channels, height, width]`.
     pub image_shape: [usize; 3],
     /// Number of classes.
     pub num_classes: usize,
 }
 
+/// The [0,1] value of a pixel byte.
+pub fn pixel_value(byte: u8) -> f32 {
+    byte as f32 / 255.0
+}
+
 impl Dataset {
     /// Builds a data set, checking that pixels, labels and shape agree.
-    pub fn new(pixels: Vec<f32>, labels: Vec<u8>, image_shape: [usize; 3], num_classes: usize) -> Result<Self, String> {
+    pub fn new(
+        pixels: Vec<u8>,
+        labels: Vec<Label>,
+        image_shape: [usize; 3],
+        num_classes: usize,
+    ) -> Result<Self, DataError> {
         let per_image: usize = image_shape.iter().product();
         if per_image == 0 || pixels.len() != labels.len() * per_image {
-            return Err(format!(
+            return Err(DataError::Invalid(format!(
                 "{} pixel values do not make {} images of shape {:?}",
                 pixels.len(),
                 labels.len(),
                 image_shape
-            ));
+            )));
         }
         if let Some(bad) = labels.iter().find(|&&l| l as usize >= num_classes) {
-            return Err(format!("label {bad} is not below the {num_classes} classes"));
-        }
-        if let Some(bad) = pixels.iter().find(|p| !(0.0..=1.0).contains(*p)) {
-            return Err(format!("pixel value {bad} is outside [0,1]"));
+            return Err(DataError::Invalid(format!(
+                "label {bad} is not below the {num_classes} classes"
+            )));
         }
         Ok(Self {
             pixels,
@@ -129,6 +148,15 @@ impl Dataset {
     /// Values in one image.
     pub fn image_len(&self) -> usize {
         self.image_shape.iter().product()
+    }
+
+    /// Image `i` as [0,1] values.
+    pub fn image(&self, i: usize) -> Vec<f32> {
+        let len = self.image_len();
+        self.pixels[i * len..(i + 1) * len]
+            .iter()
+            .map(|&b| pixel_value(b))
+            .collect()
     }
 
     /// The first `n` images (all of them when `n` exceeds the size).
@@ -157,23 +185,24 @@ impl Dataset {
         }
     }
 
-    /// Images `start..end` as a `[B, C, H, W]` tensor and labels as a `[B]` tensor.
+    /// Images `start..end` as a `[B, C, H, W]` tensor of [0,1] values and labels as a `[B]`
+    /// tensor.
     pub fn batch(&self, start: usize, end: usize, device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
         let len = self.image_len();
         let [c, h, w] = self.image_shape;
         let b = end - start;
-        let images = Tensor::<1>::from_data(
-            TensorData::new(self.pixels[start * len..end * len].to_vec(), [b * len]),
-            device,
-        )
-        .reshape([b, c, h, w]);
+        let values: Vec<f32> = self.pixels[start * len..end * len]
+            .iter()
+            .map(|&p| pixel_value(p))
+            .collect();
+        let images = Tensor::<1>::from_data(TensorData::new(values, [b * len]), device).reshape([b, c, h, w]);
         let labels = labels_tensor(&self.labels[start..end], device);
         (images, labels)
     }
 }
 
 /// Labels as an integer tensor.
-pub fn labels_tensor(labels: &[u8], device: &Device) -> Tensor<1, Int> {
+pub fn labels_tensor(labels: &[Label], device: &Device) -> Tensor<1, Int> {
     let values: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
     Tensor::<1, Int>::from_data(TensorData::new(values, [labels.len()]), device)
 }
@@ -191,9 +220,10 @@ pub fn resolve_data_dir(flag: Option<&Path>) -> PathBuf {
 
 /// Loads one split of a data set from `data_dir/<dataset>/`.
 pub fn load(name: DatasetName, data_dir: &Path, split: Split) -> Result<Dataset, DataError> {
+    let dir = data_dir.join(name.info().folder);
     match name {
-        DatasetName::Mnist => mnist::load(&data_dir.join("mnist"), split),
-        DatasetName::Cifar10 => cifar10::load(&data_dir.join("cifar10"), split),
+        DatasetName::Mnist => mnist::load(&dir, split),
+        DatasetName::Cifar10 => cifar10::load(&dir, split),
     }
 }
 
@@ -221,38 +251,4 @@ pub(crate) fn find_file(dir: &Path, names: &[String]) -> Result<PathBuf, DataErr
             dir.display()
         ))
     })
-}
-
-/// Names of the classes: digits for MNIST; for CIFAR-10 the lines of
-/// `cifar10/batches.meta.txt` when present, else the standard names.
-pub fn class_names(name: DatasetName, data_dir: &Path) -> Vec<String> {
-    match name {
-        DatasetName::Mnist => (0..10).map(|d| d.to_string()).collect(),
-        DatasetName::Cifar10 => {
-            let standard = [
-                "airplane",
-                "automobile",
-                "bird",
-                "cat",
-                "deer",
-                "dog",
-                "frog",
-                "horse",
-                "ship",
-                "truck",
-            ];
-            let from_file: Vec<String> = std::fs::read_to_string(data_dir.join("cifar10/batches.meta.txt"))
-                .unwrap_or_default()
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect();
-            if from_file.len() == 10 {
-                from_file
-            } else {
-                standard.iter().map(|s| s.to_string()).collect()
-            }
-        }
-    }
 }

@@ -1,14 +1,84 @@
-//! Classifiers that the attacks and the trainer work with, and their weight files.
+//! Classifiers that the attacks and the trainer work with. What an attack needs of one is
+//! [`Classifier::forward`] on [0,1] images and its [`InputSpec`]; reading and writing weight
+//! files is the separate concern of [`weights`].
 
 pub mod small_cnn;
 pub mod weights;
 pub mod wide_resnet;
 
+use std::path::PathBuf;
+
 use burn::prelude::*;
 
 use crate::data::DatasetName;
 pub use small_cnn::{SmallCnn, SmallCnnShape};
+pub use weights::LoadedModel;
 pub use wide_resnet::WideResNet;
+
+/// A failure to read, write or use a model file, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The file could not be read or written.
+    #[error("{path}: {action}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was attempted.
+        action: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a usable weight file.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The model does not take the data set's images or classes.
+    #[error("{path}: a {model} model takes {expects}, but {dataset} has {has}")]
+    WrongDataset {
+        /// The weight file.
+        path: PathBuf,
+        /// The architecture.
+        model: String,
+        /// The data set.
+        dataset: DatasetName,
+        /// What the model takes.
+        expects: String,
+        /// What the data set has.
+        has: String,
+    },
+}
+
+/// What a classifier takes and gives: images of one shape, logits over some classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputSpec {
+    /// `[channels, height, width]` of one image.
+    pub image_shape: [usize; 3],
+    /// Number of classes (logits per image).
+    pub num_classes: usize,
+}
+
+impl std::fmt::Display for InputSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [c, h, w] = self.image_shape;
+        write!(f, "{c}x{h}x{w} images in {} classes", self.num_classes)
+    }
+}
+
+impl InputSpec {
+    /// The spec of a data set's images.
+    pub fn of_dataset(dataset: DatasetName) -> Self {
+        let info = dataset.info();
+        Self {
+            image_shape: info.image_shape,
+            num_classes: info.num_classes,
+        }
+    }
+}
 
 /// The architectures `anu` can build, by the name recorded in weight files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -55,11 +125,23 @@ impl Architecture {
         ARCHITECTURES.into_iter().find(|a| a.name() == name)
     }
 
-    /// The data set the architecture takes.
+    /// The data set the architecture was made for.
     pub fn dataset(self) -> DatasetName {
         match self {
             Architecture::MnistCnn => DatasetName::Mnist,
             Architecture::CifarCnn | Architecture::Wrn28x10 | Architecture::Wrn16x2 => DatasetName::Cifar10,
+        }
+    }
+
+    /// The images and classes the architecture takes.
+    pub fn input_spec(self) -> InputSpec {
+        match self {
+            Architecture::MnistCnn => SmallCnnShape::MNIST.input_spec(),
+            Architecture::CifarCnn => SmallCnnShape::CIFAR10.input_spec(),
+            Architecture::Wrn28x10 | Architecture::Wrn16x2 => InputSpec {
+                image_shape: [3, 32, 32],
+                num_classes: 10,
+            },
         }
     }
 
@@ -117,11 +199,23 @@ impl Classifier {
     }
 }
 
-/// A classifier together with the architecture it was built as.
-#[derive(Debug)]
-pub struct NamedClassifier {
-    /// The architecture.
-    pub arch: Architecture,
-    /// The model.
-    pub model: Classifier,
+/// Checks that a model taking `spec` can classify `dataset`'s images; `path` names the model
+/// file in the error.
+pub fn check_fits(
+    spec: InputSpec,
+    model_name: &str,
+    path: &std::path::Path,
+    dataset: DatasetName,
+) -> Result<(), ModelError> {
+    let wanted = InputSpec::of_dataset(dataset);
+    if spec == wanted {
+        return Ok(());
+    }
+    Err(ModelError::WrongDataset {
+        path: path.to_path_buf(),
+        model: model_name.to_string(),
+        dataset,
+        expects: spec.to_string(),
+        has: wanted.to_string(),
+    })
 }

@@ -47,6 +47,14 @@ impl SmallCnnShape {
         classes: 10,
     };
 
+    /// The images and classes the model takes.
+    pub fn input_spec(&self) -> super::InputSpec {
+        super::InputSpec {
+            image_shape: [self.in_channels, self.in_size, self.in_size],
+            num_classes: self.classes,
+        }
+    }
+
     /// Spatial size after the convolutions and pools.
     pub fn final_size(&self) -> usize {
         ((self.in_size - 4) / 2 - 4) / 2

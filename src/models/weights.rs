@@ -5,71 +5,94 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 
-use super::{Architecture, Classifier, NamedClassifier};
+use super::{Architecture, Classifier, InputSpec, ModelError, check_fits};
+use crate::data::DatasetName;
 
 /// Metadata key that records the architecture.
 pub const ARCH_KEY: &str = "anu.architecture";
 
-/// A failure to read or write a weight file, naming the file.
-#[derive(Debug, thiserror::Error)]
-pub enum WeightsError {
-    /// The file could not be read or written.
-    #[error("{path}: {reason}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
+/// A model read from a file, with what identifies it.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// The architecture.
+    pub arch: Architecture,
+    /// The model.
+    pub model: Classifier,
+    /// The file it came from.
+    pub path: PathBuf,
+    /// SHA-256 of the file's bytes (hex): identifies the weights in result files.
+    pub sha256: String,
 }
 
-fn err(path: &Path, reason: impl Into<String>) -> WeightsError {
-    WeightsError::File {
+impl LoadedModel {
+    /// The images and classes the model takes.
+    pub fn input_spec(&self) -> InputSpec {
+        self.arch.input_spec()
+    }
+
+    /// Checks the model can classify `dataset`'s images, with an error naming the file.
+    pub fn check_fits(&self, dataset: DatasetName) -> Result<(), ModelError> {
+        check_fits(self.input_spec(), self.arch.name(), &self.path, dataset)
+    }
+}
+
+fn format_err(path: &Path, reason: impl Into<String>) -> ModelError {
+    ModelError::Format {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
 }
 
 /// Writes `model` to `path` atomically (a temporary file renamed over the target).
-pub fn save(model: &Classifier, arch: Architecture, path: &Path) -> Result<(), WeightsError> {
+pub fn save(model: &Classifier, arch: Architecture, path: &Path) -> Result<(), ModelError> {
     let mut store = SafetensorsStore::from_bytes(None).metadata(ARCH_KEY, arch.name());
     model
         .save_into(&mut store)
-        .map_err(|e| err(path, format!("cannot serialise the weights: {e}")))?;
+        .map_err(|e| format_err(path, format!("cannot serialise the weights: {e}")))?;
     let bytes = store
         .get_bytes()
-        .map_err(|e| err(path, format!("cannot serialise the weights: {e}")))?;
-    crate::fsutil::write_atomic(path, &bytes).map_err(|e| err(path, format!("cannot write: {e}")))
+        .map_err(|e| format_err(path, format!("cannot serialise the weights: {e}")))?;
+    crate::fsutil::write_atomic(path, &bytes).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        action: "cannot write",
+        source,
+    })
 }
 
 /// The architecture recorded in a weight file's metadata.
-pub fn read_architecture(path: &Path, bytes: &[u8]) -> Result<Architecture, WeightsError> {
+pub fn read_architecture(path: &Path, bytes: &[u8]) -> Result<Architecture, ModelError> {
     let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| err(path, format!("not a valid safetensors file: {e}")))?;
+        .map_err(|e| format_err(path, format!("not a valid safetensors file: {e}")))?;
     let name = meta.metadata().as_ref().and_then(|m| m.get(ARCH_KEY)).ok_or_else(|| {
-        err(
+        format_err(
             path,
             format!("no `{ARCH_KEY}` entry in the metadata: not written by anu"),
         )
     })?;
-    Architecture::from_name(name).ok_or_else(|| err(path, format!("unknown architecture `{name}`")))
+    Architecture::from_name(name).ok_or_else(|| format_err(path, format!("unknown architecture `{name}`")))
 }
 
 /// Reads a weight file written by [`save`] into a model on `device`.
-pub fn load(path: &Path, device: &Device) -> Result<NamedClassifier, WeightsError> {
-    let bytes = std::fs::read(path).map_err(|e| err(path, format!("cannot read: {e}")))?;
+pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        action: "cannot read",
+        source,
+    })?;
     let arch = read_architecture(path, &bytes)?;
     // The header was valid; now check every tensor's data lies inside the file.
-    safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(path, format!("corrupt safetensors data: {e}")))?;
+    safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| format_err(path, format!("corrupt safetensors data: {e}")))?;
+    let sha256 = crate::fsutil::sha256_hex(&bytes);
     let mut model = Classifier::new(arch, device);
     let mut store = SafetensorsStore::from_bytes(Some(bytes)).validate(true);
     let result = model
         .load_from(&mut store)
-        .map_err(|e| err(path, format!("cannot load the weights: {e}")))?;
+        .map_err(|e| format_err(path, format!("cannot load the weights: {e}")))?;
     if !result.errors.is_empty() || !result.missing.is_empty() {
         let missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
         let errors: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
-        return Err(err(
+        return Err(format_err(
             path,
             format!(
                 "weights do not fit architecture {}: missing [{}], errors [{}]",
@@ -79,5 +102,10 @@ pub fn load(path: &Path, device: &Device) -> Result<NamedClassifier, WeightsErro
             ),
         ));
     }
-    Ok(NamedClassifier { arch, model })
+    Ok(LoadedModel {
+        arch,
+        model,
+        path: path.to_path_buf(),
+        sha256,
+    })
 }

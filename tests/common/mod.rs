@@ -1,9 +1,14 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests. Tests in files named `data_*.rs` need the data
+//! folder ($ANU_DATA, else `../shared/data`); the others make their own data and models.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anu::data::{self, Dataset, DatasetName, Split};
+use anu::data::{self, Dataset, DatasetName, Label, Split};
+use anu::models::{Architecture, Classifier, LoadedModel, weights};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+use rand::{Rng, SeedableRng};
 
 /// The data folder: $ANU_DATA, else `../shared/data` beside the repository.
 pub fn data_dir() -> PathBuf {
@@ -26,4 +31,55 @@ pub fn mnist_model_path() -> PathBuf {
         return PathBuf::from(p);
     }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/mnist-cnn.safetensors")
+}
+
+/// Gives every all-zero weight matrix (the last layer of a fresh small CNN) random values, so
+/// that a freshly initialised model has distinct logits and non-zero input gradients.
+struct FillZeroMatrices(u64);
+
+impl ModuleMapper for FillZeroMatrices {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let all_zero = param.val().abs().max().into_scalar::<f32>() == 0.0;
+        if D != 2 || !all_zero {
+            return param;
+        }
+        self.0 += 1;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(self.0);
+        param.map(|t| {
+            let dims = t.dims();
+            let n: usize = dims.iter().product();
+            let values: Vec<f32> = (0..n).map(|_| rng.random_range(-0.3f32..0.3)).collect();
+            Tensor::<1>::from_data(TensorData::new(values, [n]), &t.device()).reshape(dims)
+        })
+    }
+}
+
+/// A freshly initialised model of `arch` (seeded) with a random last layer.
+pub fn random_model(arch: Architecture, seed: u64) -> Classifier {
+    let device = Device::flex();
+    device.seed(seed);
+    Classifier::new(arch, &device).map(&mut FillZeroMatrices(seed))
+}
+
+/// [`random_model`] saved to `dir/name` and loaded back, as the commands load models.
+pub fn saved_random_model(dir: &Path, name: &str, arch: Architecture, seed: u64) -> LoadedModel {
+    let path = dir.join(name);
+    weights::save(&random_model(arch, seed), arch, &path).unwrap();
+    weights::load(&path, &Device::flex()).unwrap()
+}
+
+/// `n` random images of `dataset`'s shape, labelled with `model`'s predictions, so that an
+/// untargeted attack has work to do on every one.
+pub fn synthetic(dataset: DatasetName, n: usize, model: &Classifier, seed: u64) -> Dataset {
+    let info = dataset.info();
+    let len: usize = info.image_shape.iter().product();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let pixels: Vec<u8> = (0..n * len).map(|_| rng.random()).collect();
+    let unlabelled = Dataset::new(pixels, vec![0; n], info.image_shape, info.num_classes).unwrap();
+    let (images, _) = unlabelled.batch(0, n, &Device::flex());
+    let labels: Vec<Label> = anu::eval::predictions(model, images)
+        .into_iter()
+        .map(|p| p as Label)
+        .collect();
+    Dataset { labels, ..unlabelled }
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use anu::adversarial::{Adversary, cap_norm};
-use anu::attack::{AttackConfig, NormUpdate};
+use anu::attack::{AttackSpec, NormUpdate};
 use anu::augment::Augmentation;
 use anu::models::Architecture;
 use anu::train::{LrSchedule, OptimizerKind, RunOptions, TrainConfig, train};
@@ -33,14 +33,15 @@ fn adversarial_training_lowers_its_loss() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let adversary = Adversary {
-        attack: AttackConfig::new(
+        attack: AttackSpec::new(
             8,
             NormUpdate::Anu {
                 gamma0: 0.4,
                 alpha_gamma0: 0.15,
                 gamma_min: 0.0,
             },
-        ),
+        )
+        .unwrap(),
         max_norm: 2.4,
         clean_weight: 0.0,
     };

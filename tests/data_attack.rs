@@ -1,10 +1,14 @@
 //! Attack tests on the committed MNIST model: the adversarials are real, inside [0,1], with
-//! the norms reported; ANU with alpha_gamma = 0 is DDN bit for bit; gradients are right.
+//! the norms reported and close to minimal; ANU with alpha_gamma = 0 is DDN bit for bit;
+//! gradients are right.
 
 mod common;
 
-use anu::attack::{AttackConfig, AttackSet, Goal, NormUpdate, attack_all, prepare_model, run};
-use anu::data::labels_tensor;
+use anu::attack::{
+    AttackSet, AttackSpec, AttackedModel, EveryStep, Execution, Goal, NoObserver, NormUpdate, TraceRecorder,
+    attack_all, run,
+};
+use anu::data::{Label, labels_tensor};
 use anu::eval::predictions;
 use anu::models::{Classifier, weights};
 use burn::prelude::*;
@@ -21,15 +25,23 @@ const ANU_MNIST: NormUpdate = NormUpdate::Anu {
     gamma_min: 0.0,
 };
 
+fn spec(steps: usize, rule: NormUpdate) -> AttackSpec {
+    AttackSpec::new(steps, rule).unwrap()
+}
+
+fn exec(batch: usize) -> Execution {
+    Execution::new(batch, 64).unwrap()
+}
+
 /// Checks every successful adversarial: misclassified (or on target), in [0,1], norm as reported.
 fn check_adversarials(model: &Classifier, set: &AttackSet, adv: &[f32], norms: &[f32], success: &[bool]) {
     let device = Device::flex();
-    let len = set.data.image_len();
     let [c, h, w] = set.data.image_shape;
     let images =
         Tensor::<1>::from_data(TensorData::new(adv.to_vec(), [adv.len()]), &device).reshape([set.len(), c, h, w]);
     let predicted = predictions(model, images);
     assert!(adv.iter().all(|p| (0.0..=1.0).contains(p)), "adversarial outside [0,1]");
+    let len = set.data.image_len();
     for i in 0..set.len() {
         if !success[i] {
             continue;
@@ -41,7 +53,7 @@ fn check_adversarials(model: &Classifier, set: &AttackSet, adv: &[f32], norms: &
                 "attack {i} is not misclassified"
             ),
         }
-        let x = &set.data.pixels[i * len..(i + 1) * len];
+        let x = set.data.image(i);
         let a = &adv[i * len..(i + 1) * len];
         let l2 = x
             .iter()
@@ -58,21 +70,36 @@ fn check_adversarials(model: &Classifier, set: &AttackSet, adv: &[f32], norms: &
 }
 
 #[test]
-fn untargeted_anu_and_ddn_find_real_adversarials() {
+fn untargeted_anu_and_ddn_find_real_near_minimal_adversarials() {
     let model = model();
     let set = AttackSet::untargeted(common::mnist_test(24));
+    let device = Device::flex();
+    // A long DDN run is the yardstick of "minimal" here.
+    let reference = attack_all(
+        &model,
+        &set,
+        &spec(300, NormUpdate::Ddn { gamma: 0.05 }),
+        &exec(12),
+        &device,
+        false,
+        &mut NoObserver,
+    );
+    let (reference_mean, _) = anu::attack::stats::mean_median(&reference.norms);
     for rule in [ANU_MNIST, NormUpdate::Ddn { gamma: 0.05 }] {
-        let config = AttackConfig::new(60, rule);
-        let r = attack_all(&model, &set, &config, 12, &Device::flex(), true, || {});
-        let adv = r.adversarials.unwrap();
+        let r = attack_all(&model, &set, &spec(60, rule), &exec(12), &device, true, &mut NoObserver);
+        let adv = r.adversarials.clone().unwrap();
         assert!(
             r.success.iter().all(|&s| s),
             "{rule:?}: every MNIST image should be broken"
         );
         check_adversarials(&model, &set, &adv, &r.norms, &r.success);
         let (mean, _) = anu::attack::stats::mean_median(&r.norms);
-        // Minimal adversarial norms of a standard MNIST CNN are around 1-2.
-        assert!(mean > 0.3 && mean < 3.0, "{rule:?}: mean norm {mean}");
+        // 60 iterations get within a few percent of 300; they cannot beat them by much.
+        let ratio = mean / reference_mean;
+        assert!(
+            (0.98..1.06).contains(&ratio),
+            "{rule:?}: mean {mean} vs DDN-300 {reference_mean}"
+        );
     }
 }
 
@@ -81,52 +108,62 @@ fn targeted_attacks_reach_their_targets() {
     let model = model();
     let set = AttackSet::all_other_targets(&common::mnist_test(2));
     assert_eq!(set.len(), 18);
-    let config = AttackConfig::new(
-        100,
-        NormUpdate::Anu {
-            gamma0: 0.05,
-            alpha_gamma0: 0.05,
-            gamma_min: 0.0,
-        },
+    let rule = NormUpdate::Anu {
+        gamma0: 0.05,
+        alpha_gamma0: 0.05,
+        gamma_min: 0.0,
+    };
+    let r = attack_all(
+        &model,
+        &set,
+        &spec(100, rule),
+        &exec(18),
+        &Device::flex(),
+        true,
+        &mut NoObserver,
     );
-    let r = attack_all(&model, &set, &config, 18, &Device::flex(), true, || {});
     assert!(r.success.iter().filter(|&&s| s).count() >= 17, "{:?}", r.success);
     check_adversarials(&model, &set, r.adversarials.as_ref().unwrap(), &r.norms, &r.success);
 }
 
 #[test]
 fn anu_with_zero_alpha_gamma_is_exactly_ddn() {
-    let model = prepare_model(&model(), &Device::flex());
+    let model = AttackedModel::new(&model(), &Device::flex());
     let data = common::mnist_test(10);
     let device = Device::flex().autodiff();
     let (images, labels) = data.batch(0, 10, &device);
     let goal = Goal::Untargeted(labels);
-    let mut ddn = AttackConfig::new(40, NormUpdate::Ddn { gamma: 0.05 });
-    ddn.record_trace = true;
-    let mut anu0 = ddn.clone();
-    anu0.norm_update = NormUpdate::Anu {
-        gamma0: 0.05,
-        alpha_gamma0: 0.0,
-        gamma_min: 0.0,
-    };
-    let a = run(&model, images.clone(), &goal, &ddn, |_| {});
-    let b = run(&model, images.clone(), &goal, &anu0, |_| {});
+    let ddn = spec(40, NormUpdate::Ddn { gamma: 0.05 });
+    let anu0 = spec(
+        40,
+        NormUpdate::Anu {
+            gamma0: 0.05,
+            alpha_gamma0: 0.0,
+            gamma_min: 0.0,
+        },
+    );
+    let (mut ta, mut tb) = (TraceRecorder::default(), TraceRecorder::default());
+    let a = run(&model, images.clone(), &goal, &ddn, 64, &mut ta);
+    let b = run(&model, images.clone(), &goal, &anu0, 64, &mut tb);
     assert_eq!(a.norms, b.norms);
     assert_eq!(a.success, b.success);
-    assert_eq!(a.trace.as_ref().unwrap().eps, b.trace.as_ref().unwrap().eps);
-    assert_eq!(a.trace.as_ref().unwrap().norm, b.trace.as_ref().unwrap().norm);
+    assert_eq!(ta.trace.eps, tb.trace.eps);
+    assert_eq!(ta.trace.norm, tb.trace.norm);
     let xa: Vec<f32> = a.adversarials.into_data().iter::<f32>().collect();
     let xb: Vec<f32> = b.adversarials.into_data().iter::<f32>().collect();
     assert_eq!(xa, xb);
     // And the adaptive rule does change the run once alpha_gamma > 0.
-    let mut anu = ddn.clone();
-    anu.norm_update = NormUpdate::Anu {
-        gamma0: 0.05,
-        alpha_gamma0: 0.15,
-        gamma_min: 0.0,
-    };
-    let c = run(&model, images, &goal, &anu, |_| {});
-    assert_ne!(a.trace.unwrap().eps, c.trace.unwrap().eps);
+    let anu = spec(
+        40,
+        NormUpdate::Anu {
+            gamma0: 0.05,
+            alpha_gamma0: 0.15,
+            gamma_min: 0.0,
+        },
+    );
+    let mut tc = TraceRecorder::default();
+    run(&model, images, &goal, &anu, 64, &mut tc);
+    assert_ne!(ta.trace.eps, tc.trace.eps);
 }
 
 #[test]
@@ -136,29 +173,31 @@ fn already_reached_goal_has_norm_zero_and_trace_is_monotone() {
     let device = Device::flex();
     let predicted = predictions(&model, data.batch(0, 6, &device).0);
     // Targeting the class the model already predicts: x itself is the answer.
-    let targets: Vec<u8> = predicted.iter().map(|&p| p as u8).collect();
-    let prepared = prepare_model(&model, &device);
+    let targets: Vec<Label> = predicted.iter().map(|&p| p as Label).collect();
+    let prepared = AttackedModel::new(&model, &device);
     let ad = device.clone().autodiff();
-    let mut config = AttackConfig::new(10, ANU_MNIST);
-    config.record_trace = true;
+    let spec = spec(10, ANU_MNIST);
     let r = run(
         &prepared,
         data.batch(0, 6, &ad).0,
         &Goal::Targeted(labels_tensor(&targets, &ad)),
-        &config,
-        |_| {},
+        &spec,
+        64,
+        &mut NoObserver,
     );
     assert!(r.success.iter().all(|&s| s));
     assert!(r.norms.iter().all(|&n| n == 0.0), "{:?}", r.norms);
 
-    let r = run(
+    let mut recorder = TraceRecorder::default();
+    run(
         &prepared,
         data.batch(0, 6, &ad).0,
         &Goal::Untargeted(labels_tensor(&data.labels, &ad)),
-        &config,
-        |_| {},
+        &spec,
+        64,
+        &mut recorder,
     );
-    let trace = r.trace.unwrap();
+    let trace = recorder.trace;
     assert_eq!(trace.best_norm.len(), 10);
     for i in 0..6 {
         for k in 1..10 {
@@ -172,9 +211,8 @@ fn already_reached_goal_has_norm_zero_and_trace_is_monotone() {
 fn quantised_iterates_lie_on_the_256_level_grid() {
     let model = model();
     let set = AttackSet::untargeted(common::mnist_test(6));
-    let mut config = AttackConfig::new(30, NormUpdate::Ddn { gamma: 0.05 });
-    config.quantize = true;
-    let r = attack_all(&model, &set, &config, 6, &Device::flex(), true, || {});
+    let spec = spec(30, NormUpdate::Ddn { gamma: 0.05 }).with_quantize(true);
+    let r = attack_all(&model, &set, &spec, &exec(6), &Device::flex(), true, &mut NoObserver);
     let adv = r.adversarials.unwrap();
     assert!(adv.iter().all(|&p| ((p * 255.0) - (p * 255.0).round()).abs() < 1e-3));
     check_adversarials(&model, &set, &adv, &r.norms, &r.success);
@@ -183,7 +221,8 @@ fn quantised_iterates_lie_on_the_256_level_grid() {
 #[test]
 fn input_gradient_matches_finite_differences() {
     let device = Device::flex();
-    let model = prepare_model(&model(), &device);
+    let prepared = AttackedModel::new(&model(), &device);
+    let model = prepared.classifier();
     let data = common::mnist_test(3);
     let ad = device.clone().autodiff();
     let (images, labels) = data.batch(0, 3, &ad);
@@ -220,22 +259,20 @@ fn input_gradient_matches_finite_differences() {
 
 #[test]
 fn anu_gamma_follows_alg2_and_respects_its_floor() {
-    let model = prepare_model(&model(), &Device::flex());
+    let model = AttackedModel::new(&model(), &Device::flex());
     let data = common::mnist_test(8);
     let device = Device::flex().autodiff();
     let (images, labels) = data.batch(0, 8, &device);
     let goal = Goal::Untargeted(labels);
     for floor in [0.0f32, 0.05] {
-        let mut config = AttackConfig::new(
-            40,
-            NormUpdate::Anu {
-                gamma0: 0.4,
-                alpha_gamma0: 0.15,
-                gamma_min: floor,
-            },
-        );
-        config.record_trace = true;
-        let trace = run(&model, images.clone(), &goal, &config, |_| {}).trace.unwrap();
+        let rule = NormUpdate::Anu {
+            gamma0: 0.4,
+            alpha_gamma0: 0.15,
+            gamma_min: floor,
+        };
+        let mut recorder = TraceRecorder::default();
+        run(&model, images.clone(), &goal, &spec(40, rule), 64, &mut recorder);
+        let trace = recorder.trace;
         // Step 2: A_{-1} = 0 and x'_0 = x is correctly classified, so gamma_1 = 1.15 gamma_0.
         assert!(
             trace.gamma[0].iter().all(|&g| (g - 0.46).abs() < 1e-6),
@@ -257,4 +294,21 @@ fn anu_gamma_follows_alg2_and_respects_its_floor() {
             );
         }
     }
+}
+
+#[test]
+fn a_progress_observer_sees_every_iteration_of_every_batch() {
+    let model = model();
+    let set = AttackSet::untargeted(common::mnist_test(5));
+    let mut calls = 0;
+    attack_all(
+        &model,
+        &set,
+        &spec(7, ANU_MNIST),
+        &exec(2),
+        &Device::flex(),
+        false,
+        &mut EveryStep(|| calls += 1),
+    );
+    assert_eq!(calls, 3 * 7, "3 batches of 7 iterations");
 }

@@ -1,0 +1,51 @@
+//! How an attack is executed: batch size and pass chunking. None of it changes a result.
+
+use crate::device::DeviceKind;
+use crate::error::{Error, Result};
+
+/// Images per forward/backward pass on CPU backends, from `anu bench`: small chunks keep the
+/// convolution backward pass in cache.
+pub const CPU_PASS_CHUNK: usize = 64;
+
+/// Execution settings of an attack campaign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Execution {
+    batch_size: usize,
+    pass_chunk: usize,
+}
+
+impl Execution {
+    /// Attacks `batch_size` images at a time (at least 1), passing them through the model
+    /// `pass_chunk` at a time (0: the whole batch at once).
+    pub fn new(batch_size: usize, pass_chunk: usize) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(Error::Invalid("the batch size must be at least 1".into()));
+        }
+        Ok(Self { batch_size, pass_chunk })
+    }
+
+    /// `batch_size` images at a time with the pass chunk that suits `device`: chunks of
+    /// [`CPU_PASS_CHUNK`] on CPU backends, the whole batch on a GPU.
+    pub fn for_device(device: DeviceKind, batch_size: usize) -> Result<Self> {
+        let chunk = match device {
+            DeviceKind::Flex | DeviceKind::Ndarray | DeviceKind::Libtorch => CPU_PASS_CHUNK,
+            DeviceKind::Cuda => 0,
+        };
+        Self::new(batch_size, chunk)
+    }
+
+    /// The same with another pass chunk.
+    pub fn with_pass_chunk(self, pass_chunk: usize) -> Self {
+        Self { pass_chunk, ..self }
+    }
+
+    /// Attacks per batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Images per forward/backward pass (0: whole batch).
+    pub fn pass_chunk(&self) -> usize {
+        self.pass_chunk
+    }
+}

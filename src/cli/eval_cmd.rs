@@ -1,0 +1,46 @@
+//! `anu eval`: clean test accuracy.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use anu::data::Split;
+
+use super::Common;
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Weight file written by `anu train`.
+    #[arg(long)]
+    model_file: PathBuf,
+    /// Images per evaluation batch.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// Print a JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let device = args.common.device()?;
+    let loaded = args.common.load_model(&args.model_file, &device)?;
+    let test = args.common.load(Split::Test)?;
+    let (acc, correct) = anu::eval::accuracy(&loaded.model, &test, &device, args.batch_size)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"dataset": args.common.dataset, "model": loaded.arch.name(), "model_sha256": loaded.sha256, "accuracy": acc, "correct": correct, "n": test.len()})
+        );
+    } else {
+        println!(
+            "{}: {correct}/{} correct, accuracy {:.4}",
+            args.model_file.display(),
+            test.len(),
+            acc
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! Everything `anu` knows about each data set in one table: image shape, classes, the paper's
+//! attack budgets and the defaults of adversarial training and robustness curves.
+
+use std::path::Path;
+
+use super::DatasetName;
+use crate::augment::Augmentation;
+
+/// Facts about one data set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DatasetInfo {
+    /// Name on the command line and in result files.
+    pub name: &'static str,
+    /// Folder below the data directory.
+    pub folder: &'static str,
+    /// Shape of one image: `[channels, height, width]`.
+    pub image_shape: [usize; 3],
+    /// Number of classes.
+    pub num_classes: usize,
+    /// Standard class names (a data folder may override them, see [`DatasetInfo::class_names`]).
+    pub class_names: &'static [&'static str],
+    /// Budgets of the paper's Table 1 (untargeted).
+    pub table1_budgets: &'static [usize],
+    /// Budgets of the paper's Table 2 (targeted, all other classes).
+    pub table2_budgets: &'static [usize],
+    /// Maximum perturbation norm of adversarial training (paper section 5: 2.4 / 1.0).
+    pub training_max_norm: f32,
+    /// Largest eps of the robustness curve (Figure 5).
+    pub robustness_max_eps: f64,
+    /// Augmentation of clean training.
+    pub augmentation: Augmentation,
+}
+
+const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
+const MNIST: DatasetInfo = DatasetInfo {
+    name: "mnist",
+    folder: "mnist",
+    image_shape: [1, 28, 28],
+    num_classes: 10,
+    class_names: &DIGITS,
+    table1_budgets: &[50, 70, 100, 200, 500, 1000],
+    table2_budgets: &[50, 85, 100, 300, 500, 1000],
+    training_max_norm: 2.4,
+    robustness_max_eps: 3.0,
+    augmentation: Augmentation::None,
+};
+
+const CIFAR10: DatasetInfo = DatasetInfo {
+    name: "cifar10",
+    folder: "cifar10",
+    image_shape: [3, 32, 32],
+    num_classes: 10,
+    class_names: &CIFAR10_CLASSES,
+    table1_budgets: &[50, 70, 100, 200, 500, 1000],
+    table2_budgets: &[50, 85, 100, 300, 500, 1000],
+    training_max_norm: 1.0,
+    robustness_max_eps: 1.5,
+    augmentation: Augmentation::CropFlip,
+};
+
+impl DatasetName {
+    /// The facts about this data set.
+    pub fn info(self) -> &'static DatasetInfo {
+        match self {
+            DatasetName::Mnist => &MNIST,
+            DatasetName::Cifar10 => &CIFAR10,
+        }
+    }
+}
+
+impl DatasetInfo {
+    /// Class names: for CIFAR-10 the lines of `cifar10/batches.meta.txt` when the data folder
+    /// has one with a name per class, else the standard names.
+    pub fn class_names(&self, data_dir: &Path) -> Vec<String> {
+        let from_file: Vec<String> = std::fs::read_to_string(data_dir.join(self.folder).join("batches.meta.txt"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        if from_file.len() == self.num_classes {
+            from_file
+        } else {
+            self.class_names.iter().map(|s| s.to_string()).collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_data_set_has_consistent_facts() {
+        for name in [DatasetName::Mnist, DatasetName::Cifar10] {
+            let info = name.info();
+            assert_eq!(info.name, name.to_string());
+            assert_eq!(info.class_names.len(), info.num_classes);
+            assert!(info.table1_budgets.windows(2).all(|w| w[0] < w[1]));
+            assert!(info.table2_budgets.windows(2).all(|w| w[0] < w[1]));
+        }
+        assert_eq!(DatasetName::Cifar10.info().class_names[3], "cat");
+        let no_folder = Path::new("/nonexistent");
+        assert_eq!(DatasetName::Mnist.info().class_names(no_folder)[7], "7");
+    }
+}

@@ -1,0 +1,79 @@
+//! The library's error type: every failure names what it concerns (a file, a setting).
+
+use std::path::PathBuf;
+
+use crate::attack::SpecError;
+use crate::data::DataError;
+use crate::models::ModelError;
+
+/// A failure of a library operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A data file could not be read or is malformed.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A model file could not be read, written or used.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// Attack settings are unusable.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// A file or folder could not be read, written or created.
+    #[error("{path}: {action}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What was attempted (`cannot write`, `cannot create`, ...).
+        action: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file could not be parsed or written.
+    #[error("{path}: {reason}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A figure could not be drawn.
+    #[error("{path}: cannot draw: {reason}")]
+    Figure {
+        /// The image file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A training checkpoint cannot be used.
+    #[error("{path}: {reason}")]
+    Checkpoint {
+        /// The checkpoint file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Training stopped because it went wrong (diverged, bad settings).
+    #[error("training: {0}")]
+    Training(String),
+    /// The requested device is not in this build.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A setting of a run (batch size, count, ...) is unusable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Result with the library's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// An I/O failure on `path`.
+    pub fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            action,
+            source,
+        }
+    }
+}

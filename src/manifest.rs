@@ -1,0 +1,80 @@
+//! A small record of where a result came from, written next to it: the command, the commit
+//! the binary was built from, the CPU, versions, device and the hashes of the model files.
+
+use std::path::Path;
+
+use crate::data::DatasetName;
+use crate::device::DeviceKind;
+use crate::error::Result;
+use crate::fsutil::write_json;
+use crate::machine::CpuInfo;
+use crate::models::LoadedModel;
+
+/// Commit the binary was built from (`unknown` outside a git checkout).
+pub const COMMIT: &str = env!("ANU_GIT_COMMIT");
+/// Version of burn the binary was built with.
+pub const BURN_VERSION: &str = env!("ANU_BURN_VERSION");
+
+/// A model file and its SHA-256.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelRecord {
+    /// The file as given.
+    pub path: String,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+}
+
+/// Provenance of a results folder or file.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// The command line that produced the results.
+    pub command: String,
+    /// Commit the binary was built from.
+    pub commit: String,
+    /// The CPU.
+    pub cpu: String,
+    /// Cores available.
+    pub cores: usize,
+    /// Version of anu.
+    pub anu_version: String,
+    /// Version of burn.
+    pub burn_version: String,
+    /// The device the tensors ran on.
+    pub device: DeviceKind,
+    /// Model files used.
+    pub models: Vec<ModelRecord>,
+    /// The data set.
+    pub dataset: DatasetName,
+    /// How the manifest was made.
+    pub recorded: String,
+}
+
+impl Manifest {
+    /// A manifest of this process: `command` as run, on `device`, with `models` on `dataset`.
+    pub fn new(command: String, device: DeviceKind, models: &[&LoadedModel], dataset: DatasetName) -> Self {
+        let cpu = CpuInfo::read();
+        Self {
+            command,
+            commit: COMMIT.to_string(),
+            cpu: cpu.describe(),
+            cores: cpu.cores,
+            anu_version: env!("CARGO_PKG_VERSION").to_string(),
+            burn_version: BURN_VERSION.to_string(),
+            device,
+            models: models
+                .iter()
+                .map(|m| ModelRecord {
+                    path: m.path.display().to_string(),
+                    sha256: m.sha256.clone(),
+                })
+                .collect(),
+            dataset,
+            recorded: "written by anu with the results".to_string(),
+        }
+    }
+
+    /// Writes `manifest.json` into `dir`.
+    pub fn write_to(&self, dir: &Path) -> Result<()> {
+        write_json(&dir.join("manifest.json"), self)
+    }
+}

@@ -1,0 +1,201 @@
+//! `anu reproduce`: the paper's attack evaluation (Tables 1-2, Figures 3-4) in one job, with
+//! finished rows saved as they complete and reused on a rerun of the same experiment.
+//!
+//! [`plan`] lists the jobs and which are already done, [`rows`] keeps the saved results and
+//! their keys, [`report`] writes tables and figures; [`reproduce`] runs them.
+
+pub mod plan;
+pub mod report;
+pub mod rows;
+
+use std::path::PathBuf;
+
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub use plan::{Job, JobKind, Plan};
+pub use rows::{Fig4Data, Row, RowKey, Table};
+
+use crate::attack::stats::mean_median;
+use crate::attack::{
+    AttackKind, AttackSet, EveryStep, Execution, MeanNormRecorder, TraceRecorder, attack_all, paper_spec,
+};
+use crate::data::{Dataset, DatasetName};
+use crate::error::Result;
+use crate::fsutil::{create_dir, write_json};
+use crate::models::LoadedModel;
+use report::Fig3Data;
+
+/// Iterations of the Figure 3 runs (the paper's).
+pub const FIG3_STEPS: usize = 100;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct ReproduceOptions {
+    /// Data set (selects the paper's hyperparameters).
+    pub dataset: DatasetName,
+    /// Output folder.
+    pub out: PathBuf,
+    /// The attacks compared, in table order.
+    pub attacks: Vec<AttackKind>,
+    /// Budgets of Table 1 (empty: skip the table).
+    pub table1_budgets: Vec<usize>,
+    /// Budgets of Table 2 (empty: skip the table).
+    pub table2_budgets: Vec<usize>,
+    /// Iterations of the Figure 4 runs (the paper: 1000; 0: no Figure 4); taken from the
+    /// Table 1 row of that budget when there is one.
+    pub fig4_steps: usize,
+    /// Redo rows that are already saved.
+    pub force: bool,
+    /// Batch size and pass chunking.
+    pub execution: Execution,
+}
+
+/// Runs the reproduction on `test` (the first N test images) and writes everything to
+/// `options.out`. Returns the rows of both tables.
+pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions, device: &Device) -> Result<Vec<Row>> {
+    model.check_fits(options.dataset)?;
+    let out = &options.out;
+    create_dir(&out.join("rows"))?;
+    let untargeted = AttackSet::untargeted(test.clone());
+    let targeted = AttackSet::all_other_targets(test);
+    let plan = Plan::new(options, &model.sha256, test.len())?;
+    plan.report_stale();
+
+    let todo = plan.todo();
+    let batch = options.execution.batch_size();
+    let total: u64 = todo
+        .iter()
+        .map(|j| {
+            let attacks = if j.targeted() { targeted.len() } else { untargeted.len() };
+            (attacks.div_ceil(batch) * j.budget) as u64
+        })
+        .sum::<u64>()
+        + (options.attacks.len() * FIG3_STEPS) as u64;
+    let bar = progress_bar(total);
+
+    let fig3 = figure3_runs(model, test, options, device, &bar)?;
+    report::figure3(out, options.dataset, FIG3_STEPS, &fig3)?;
+
+    let mut rows = plan.done_rows();
+    let mut fig4 = plan.done_fig4();
+    for job in todo {
+        let set = if job.targeted() { &targeted } else { &untargeted };
+        bar.set_message(job.to_string());
+        let mut progress = EveryStep(|| bar.inc(1));
+        let mut means = MeanNormRecorder::default();
+        let result = if job.records_fig4() {
+            attack_all(
+                &model.model,
+                set,
+                &job.key.spec,
+                &options.execution,
+                device,
+                false,
+                &mut (&mut progress, &mut means),
+            )
+        } else {
+            attack_all(
+                &model.model,
+                set,
+                &job.key.spec,
+                &options.execution,
+                device,
+                false,
+                &mut progress,
+            )
+        };
+        if job.records_fig4() {
+            let data = Fig4Data {
+                attack: job.attack,
+                mean_norm: means.means(),
+                key: job.key.clone(),
+            };
+            write_json(&rows::fig4_path(out, job.attack), &data)?;
+            fig4.push(data);
+        }
+        if let JobKind::Row(table) = job.kind {
+            let (mean_l2, median_l2) = mean_median(&result.norms);
+            let row = Row {
+                table,
+                attack: job.attack,
+                budget: job.budget,
+                n_attacks: set.len(),
+                success_rate: result.success_rate(),
+                mean_l2,
+                median_l2,
+                seconds: result.seconds,
+                key: job.key.clone(),
+            };
+            write_json(&rows::row_path(out, table, job.attack, job.budget), &row)?;
+            rows.push(row);
+        }
+    }
+    bar.finish_and_clear();
+
+    let mut all = Vec::new();
+    for table in Table::ALL {
+        let mut table_rows: Vec<Row> = rows.iter().filter(|r| r.table == table).cloned().collect();
+        if table_rows.is_empty() {
+            continue;
+        }
+        let order = |r: &Row| (options.attacks.iter().position(|a| *a == r.attack), r.budget);
+        table_rows.sort_by_key(order);
+        report::write_table(out, table, options.dataset, &model.path, &table_rows)?;
+        all.extend(table_rows);
+    }
+    if !fig4.is_empty() {
+        fig4.sort_by_key(|f| options.attacks.iter().position(|a| *a == f.attack));
+        report::figure4(out, options.dataset, test.len(), &fig4);
+    }
+    Ok(all)
+}
+
+/// Figure 3: the first test image, [`FIG3_STEPS`] iterations of every attack.
+fn figure3_runs(
+    model: &LoadedModel,
+    test: &Dataset,
+    options: &ReproduceOptions,
+    device: &Device,
+    bar: &ProgressBar,
+) -> Result<Vec<Fig3Data>> {
+    let first = AttackSet::untargeted(test.take(1));
+    let one = Execution::new(1, options.execution.pass_chunk())?;
+    let mut data = Vec::new();
+    for &attack in &options.attacks {
+        let spec = paper_spec(attack, options.dataset, false, FIG3_STEPS)?;
+        bar.set_message(format!("fig3 {attack}"));
+        let mut trace = TraceRecorder::default();
+        attack_all(
+            &model.model,
+            &first,
+            &spec,
+            &one,
+            device,
+            false,
+            &mut (EveryStep(|| bar.inc(1)), &mut trace),
+        );
+        data.push(Fig3Data {
+            attack,
+            best_norm: trace
+                .trace
+                .best_norm
+                .iter()
+                .map(|row| row[0].is_finite().then_some(row[0]))
+                .collect(),
+        });
+    }
+    Ok(data)
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "reproduce [{bar:30}] {pos}/{len} batch-iterations {msg} elapsed {elapsed} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}

@@ -1,0 +1,169 @@
+//! Rows of Tables 1-2 and the data behind Figure 4, saved one file each as soon as they are
+//! computed, with the key of everything that determined them: a saved result is reused only
+//! for exactly the same experiment.
+
+use std::path::{Path, PathBuf};
+
+use crate::attack::{AttackKind, AttackSpec};
+use crate::data::DatasetName;
+use crate::fsutil::{JsonFile, read_json};
+
+/// The paper's two attack tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Table {
+    /// Table 1: untargeted attacks.
+    #[serde(rename = "table1")]
+    Untargeted,
+    /// Table 2: targeted attacks towards every other class.
+    #[serde(rename = "table2")]
+    Targeted,
+}
+
+impl Table {
+    /// Both tables, in order.
+    pub const ALL: [Table; 2] = [Table::Untargeted, Table::Targeted];
+
+    /// File stem of the table's files: `table1` or `table2`.
+    pub fn stem(self) -> &'static str {
+        match self {
+            Table::Untargeted => "table1",
+            Table::Targeted => "table2",
+        }
+    }
+
+    /// Heading of the table.
+    pub fn title(self) -> &'static str {
+        match self {
+            Table::Untargeted => "Table 1: untargeted attacks",
+            Table::Targeted => "Table 2: targeted attacks (all other classes)",
+        }
+    }
+
+    /// Whether the table's attacks are targeted.
+    pub fn targeted(self) -> bool {
+        matches!(self, Table::Targeted)
+    }
+}
+
+/// Everything that determines a saved result. A saved file counts as done only when its key
+/// equals the key of the job at hand.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RowKey {
+    /// The data set attacked.
+    pub dataset: DatasetName,
+    /// SHA-256 of the model file.
+    pub model_sha256: String,
+    /// The first N test images were attacked.
+    pub n_images: usize,
+    /// Targeted (towards every other class) or not.
+    pub targeted: bool,
+    /// The attack's full settings.
+    pub spec: AttackSpec,
+    /// Attacks per batch (timings depend on it).
+    pub batch_size: usize,
+}
+
+/// One row of Table 1 or 2.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Row {
+    /// The table.
+    pub table: Table,
+    /// The attack.
+    pub attack: AttackKind,
+    /// Iterations K.
+    pub budget: usize,
+    /// Attacks run (9 per image when targeted on 10 classes).
+    pub n_attacks: usize,
+    /// Fraction of successful attacks.
+    pub success_rate: f64,
+    /// Mean L2 norm over successful attacks (NaN, stored as null, when none succeeded).
+    #[serde(with = "nan_as_null")]
+    pub mean_l2: f64,
+    /// Median L2 norm over successful attacks (NaN, stored as null, when none succeeded).
+    #[serde(with = "nan_as_null")]
+    pub median_l2: f64,
+    /// Wall time of the attack loops, in seconds.
+    pub seconds: f64,
+    /// What determined the row.
+    pub key: RowKey,
+}
+
+/// Data behind Figure 4: mean norm of the current iterates over the images, per iteration.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Fig4Data {
+    /// The attack.
+    pub attack: AttackKind,
+    /// Mean norm at iterations 1..=K.
+    pub mean_norm: Vec<f64>,
+    /// What determined it.
+    pub key: RowKey,
+}
+
+/// Something saved under a key.
+pub trait Keyed {
+    /// The key it was computed under.
+    fn key(&self) -> &RowKey;
+}
+
+impl Keyed for Row {
+    fn key(&self) -> &RowKey {
+        &self.key
+    }
+}
+
+impl Keyed for Fig4Data {
+    fn key(&self) -> &RowKey {
+        &self.key
+    }
+}
+
+/// What was found at a result's path.
+#[derive(Debug)]
+pub enum Saved<T> {
+    /// A result for exactly this key: reuse it.
+    Done(T),
+    /// Nothing saved yet.
+    Absent,
+    /// A result for another experiment (data set, model, settings, N): recompute.
+    Mismatch,
+    /// An unreadable or damaged file (the reason): recompute.
+    Corrupt(String),
+}
+
+/// Looks up the result saved at `path` for `key`.
+pub fn lookup<T: Keyed + serde::de::DeserializeOwned>(path: &Path, key: &RowKey) -> Saved<T> {
+    match read_json::<T>(path) {
+        JsonFile::Absent => Saved::Absent,
+        JsonFile::Corrupt(reason) => Saved::Corrupt(reason),
+        JsonFile::Valid(v) if v.key() == key => Saved::Done(v),
+        JsonFile::Valid(_) => Saved::Mismatch,
+    }
+}
+
+/// Path of a table row's file in the output folder.
+pub fn row_path(out: &Path, table: Table, attack: AttackKind, budget: usize) -> PathBuf {
+    out.join("rows")
+        .join(format!("{}-{attack}-{budget}.json", table.stem()))
+}
+
+/// Path of an attack's Figure 4 data in the output folder.
+pub fn fig4_path(out: &Path, attack: AttackKind) -> PathBuf {
+    out.join("rows").join(format!("fig4-{attack}.json"))
+}
+
+/// JSON has no NaN: store it as null and read null back as NaN.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}

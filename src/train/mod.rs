@@ -1,0 +1,129 @@
+//! Training of classifiers: standard (clean) and adversarial (paper Eq. 6-7), with a
+//! progress bar, an atomic checkpoint after every epoch and resume.
+//!
+//! [`config`] holds the settings, [`checkpoint`] the saved state, [`epoch`] one pass over the
+//! data; [`train`] ties them together.
+
+pub mod checkpoint;
+pub mod config;
+pub mod epoch;
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+pub use checkpoint::checkpoint_dir;
+pub use config::{LrSchedule, OptimizerKind, TrainConfig};
+pub use epoch::EpochLog;
+
+use crate::attack::CPU_PASS_CHUNK;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::models::{Classifier, weights};
+
+/// Mean cross-entropy of `logits` against `labels`.
+pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
+    let b = labels.dims()[0];
+    log_softmax(logits, 1).gather(1, labels.reshape([b, 1])).mean().neg()
+}
+
+/// How one invocation of [`train`] runs; none of it changes the trained model.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Continue from the checkpoint `<out>.ckpt/` when there is one.
+    pub resume: bool,
+    /// Stop (after checkpointing) once this many epochs have run in this invocation; a later
+    /// `resume` continues exactly where it stopped.
+    pub stop_after: Option<usize>,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Images per forward/backward pass of the training attack (see [`crate::attack::Execution`]).
+    pub attack_pass_chunk: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            resume: false,
+            stop_after: None,
+            progress: false,
+            attack_pass_chunk: CPU_PASS_CHUNK,
+        }
+    }
+}
+
+/// Trains a model; writes it to `out` once all epochs are done. Returns the per-epoch log
+/// (of all epochs so far, resumed ones included).
+pub fn train(
+    config: &TrainConfig,
+    train_set: &Dataset,
+    test_set: Option<&Dataset>,
+    device: &Device,
+    out: &Path,
+    options: &RunOptions,
+) -> Result<Vec<EpochLog>> {
+    config.validate()?;
+    let train_set = match config.train_subset {
+        Some(n) => train_set.take(n),
+        None => train_set.clone(),
+    };
+    if train_set.is_empty() {
+        return Err(Error::Invalid("no training images".into()));
+    }
+    device.seed(config.seed);
+    let model = initial_model(config, &device.clone().autodiff())?;
+    let ckpt = checkpoint_dir(out);
+    let (mut model, mut optim, mut log) = match options.resume {
+        true => match checkpoint::restore(&ckpt, config, model.clone(), config.optimizer())? {
+            Some(restored) => {
+                eprintln!("resuming from {} after epoch {}", ckpt.display(), restored.log.len());
+                (restored.model, restored.optimizer, restored.log)
+            }
+            None => (model, config.optimizer(), Vec::new()),
+        },
+        false => (model, config.optimizer(), Vec::new()),
+    };
+
+    let first = log.len();
+    let last = options
+        .stop_after
+        .map_or(config.epochs, |n| (first + n).min(config.epochs));
+    for epoch in first..last {
+        let (trained, optimizer, entry) = epoch::run_epoch(config, &train_set, model, optim, epoch, device, options)?;
+        model = trained;
+        optim = optimizer;
+        let test_accuracy = match test_set {
+            Some(t) => Some(crate::eval::accuracy(&model, t, device, 1000)?.0),
+            None => None,
+        };
+        let entry = EpochLog { test_accuracy, ..entry };
+        eprintln!("{}", serde_json::to_string(&entry).unwrap_or_default());
+        log.push(entry);
+        checkpoint::save(&ckpt, config, &model, &optim, &log)?;
+    }
+    if log.len() == config.epochs {
+        weights::save(&model, config.arch, out)?;
+    }
+    Ok(log)
+}
+
+/// The model training starts from: the weights of `init_from`, or a fresh initialisation.
+fn initial_model(config: &TrainConfig, device: &Device) -> Result<Classifier> {
+    let model = match &config.init_from {
+        Some(path) => {
+            let loaded = weights::load(path, device)?;
+            if loaded.arch != config.arch {
+                return Err(Error::Invalid(format!(
+                    "{}: holds a {} model, not {}",
+                    path.display(),
+                    loaded.arch.name(),
+                    config.arch.name()
+                )));
+            }
+            loaded.model
+        }
+        None => Classifier::new(config.arch, device),
+    };
+    Ok(checkpoint::with_stable_ids(model))
+}

@@ -1,0 +1,51 @@
+//! Loader tests on the real data sets: shapes, value range, label counts.
+
+mod common;
+
+use anu::data::{self, DatasetName, Split};
+
+#[test]
+fn mnist_test_set_has_known_shape_range_and_label_counts() {
+    let test = data::load(DatasetName::Mnist, &common::data_dir(), Split::Test).unwrap();
+    assert_eq!(test.len(), 10_000);
+    assert_eq!(test.image_shape, [1, 28, 28]);
+    assert_eq!(test.pixels.len(), 10_000 * 784);
+    assert!(test.pixels.contains(&255) && test.pixels.contains(&0));
+    // Batches come out as [0,1] values, byte / 255.
+    let (images, labels) = test.batch(0, 2, &burn::prelude::Device::flex());
+    let values: Vec<f32> = images.into_data().iter::<f32>().collect();
+    assert!(values.iter().all(|p| (0.0..=1.0).contains(p)));
+    assert_eq!(values[200], test.pixels[200] as f32 / 255.0);
+    assert_eq!(labels.into_data().iter::<i64>().collect::<Vec<_>>(), vec![7, 2]);
+    let mut counts = [0usize; 10];
+    for &l in &test.labels {
+        counts[l as usize] += 1;
+    }
+    // The well-known class counts of the MNIST test set.
+    assert_eq!(counts, [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]);
+    // The first test digits are 7, 2, 1, 0, 4.
+    assert_eq!(&test.labels[..5], &[7, 2, 1, 0, 4]);
+}
+
+#[test]
+fn mnist_train_set_has_60000_images() {
+    let train = data::load(DatasetName::Mnist, &common::data_dir(), Split::Train).unwrap();
+    assert_eq!(train.len(), 60_000);
+    assert_eq!(train.labels.iter().filter(|&&l| l == 1).count(), 6742);
+}
+
+#[test]
+fn cifar10_test_set_has_known_shape_and_balanced_labels() {
+    let test = data::load(DatasetName::Cifar10, &common::data_dir(), Split::Test).unwrap();
+    assert_eq!(test.len(), 10_000);
+    assert_eq!(test.image_shape, [3, 32, 32]);
+    let mut counts = [0usize; 10];
+    for &l in &test.labels {
+        counts[l as usize] += 1;
+    }
+    assert_eq!(counts, [1000; 10]);
+    // The first test images are a cat, two ships and an airplane.
+    assert_eq!(&test.labels[..4], &[3, 8, 8, 0]);
+    let names = DatasetName::Cifar10.info().class_names(&common::data_dir());
+    assert_eq!(names[3], "cat");
+}
