@@ -19,11 +19,8 @@ $anu bench --dataset mnist --model-file "$model" --batch-sizes 100,1000 --steps 
 $anu bench --dataset mnist --model-file "$model" --batch-sizes 100,1000 --steps 20 --reps 200 \
   --json "$out/bench-overhead.json" | tee "$out/bench-overhead.txt"
 
-# DDN-100 on the first 1000 test images, twice (same norms; the two wall times show the spread)
-# -> attack-ddn-100.json, attack-ddn-100-flex.json.
-for name in attack-ddn-100 attack-ddn-100-flex; do
-  $anu attack --dataset mnist --model-file "$model" --attack ddn --steps 100 --n 1000 --json "$out/$name.json"
-done
+# DDN-100 on the first 1000 test images -> attack-ddn-100.json.
+$anu attack --dataset mnist --model-file "$model" --attack ddn --steps 100 --n 1000 --json "$out/attack-ddn-100.json"
 
 # The rest needs PyTorch 2.9 and Foolbox 3 (pip install torch==2.9.0 foolbox safetensors numpy).
 if ! python3 -c 'import torch, foolbox' 2>/dev/null; then

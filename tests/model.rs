@@ -151,3 +151,15 @@ fn wide_resnets_take_cifar_images_and_count_their_work() {
     assert!((0.05..0.2).contains(&small), "{small}");
     assert_eq!(Architecture::from_name("wrn-28-10"), Some(Architecture::Wrn28x10));
 }
+
+#[test]
+fn accuracy_counts_correct_predictions_and_refuses_batch_size_zero() {
+    let device = Device::flex();
+    let model = common::random_model(Architecture::MnistCnn, 8);
+    // Labelled with the model's own predictions: all correct; then one label changed.
+    let mut data = common::synthetic(DatasetName::Mnist, 5, &model, 9);
+    assert_eq!(anu::eval::accuracy(&model, &data, &device, 2).unwrap(), (1.0, 5));
+    data.labels[3] = (data.labels[3] + 1) % 10;
+    assert_eq!(anu::eval::accuracy(&model, &data, &device, 3).unwrap(), (0.8, 4));
+    assert!(anu::eval::accuracy(&model, &data, &device, 0).is_err());
+}

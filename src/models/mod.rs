@@ -125,14 +125,6 @@ impl Architecture {
         ARCHITECTURES.into_iter().find(|a| a.name() == name)
     }
 
-    /// The data set the architecture was made for.
-    pub fn dataset(self) -> DatasetName {
-        match self {
-            Architecture::MnistCnn => DatasetName::Mnist,
-            Architecture::CifarCnn | Architecture::Wrn28x10 | Architecture::Wrn16x2 => DatasetName::Cifar10,
-        }
-    }
-
     /// The images and classes the architecture takes.
     pub fn input_spec(self) -> InputSpec {
         match self {
