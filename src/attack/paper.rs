@@ -60,6 +60,16 @@ pub fn paper_rule(attack: AttackKind, dataset: DatasetName, targeted: bool) -> N
 }
 
 /// The papers' settings for `steps` iterations of `attack` on `dataset`.
+///
+/// ```
+/// use anu::attack::{AttackKind, NormUpdate, paper_spec};
+/// use anu::data::DatasetName;
+///
+/// let spec = paper_spec(AttackKind::Anu, DatasetName::Cifar10, false, 70).unwrap();
+/// let rule = NormUpdate::Anu { gamma0: 0.2, alpha_gamma0: 0.1, gamma_min: 0.0 };
+/// assert_eq!((spec.steps(), spec.norm_update()), (70, rule));
+/// assert!(paper_spec(AttackKind::Ddn, DatasetName::Mnist, true, 0).is_err());
+/// ```
 pub fn paper_spec(
     attack: AttackKind,
     dataset: DatasetName,
