@@ -4,27 +4,11 @@ mod common;
 
 use anu::adversarial::{Adversary, cap_norm};
 use anu::attack::{AttackSpec, NormUpdate};
-use anu::augment::Augmentation;
-use anu::models::Architecture;
-use anu::train::{LrSchedule, OptimizerKind, RunOptions, TrainConfig, train};
+use anu::train::{RunOptions, TrainConfig, train};
 use burn::prelude::*;
 
 fn config(epochs: usize, adversary: Option<Adversary>) -> TrainConfig {
-    TrainConfig {
-        arch: Architecture::MnistCnn,
-        epochs,
-        batch_size: 32,
-        optimizer: OptimizerKind::Adam,
-        lr: 1e-3,
-        schedule: LrSchedule::Cosine,
-        lr_step: 30,
-        weight_decay: 0.0,
-        seed: 7,
-        augmentation: Augmentation::None,
-        adversary,
-        train_subset: None,
-        init_from: None,
-    }
+    common::train_config(epochs, adversary)
 }
 
 #[test]

@@ -60,6 +60,18 @@ impl<T: Observer + ?Sized> Observer for &mut T {
     }
 }
 
+/// An observer that may be absent: `None` watches nothing and reads nothing back.
+impl<T: Observer> Observer for Option<T> {
+    fn reads_tensors(&self) -> bool {
+        self.as_ref().is_some_and(Observer::reads_tensors)
+    }
+    fn on_step(&mut self, step: &StepView<'_>) {
+        if let Some(observer) = self {
+            observer.on_step(step)
+        }
+    }
+}
+
 impl<A: Observer, B: Observer> Observer for (A, B) {
     fn reads_tensors(&self) -> bool {
         self.0.reads_tensors() || self.1.reads_tensors()

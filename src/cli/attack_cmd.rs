@@ -56,19 +56,8 @@ pub fn run(args: AttackArgs) -> Result<()> {
     let bar = iteration_bar(batches * args.steps as u64, &format!("{} {}", spec.kind(), args.steps));
     let mut progress = EveryStep(|| bar.inc(1));
     let mut recorder = TraceRecorder::default();
-    let result = if args.trace {
-        attack_all(
-            &loaded.model,
-            &set,
-            &spec,
-            &execution,
-            &device,
-            false,
-            &mut (&mut progress, &mut recorder),
-        )
-    } else {
-        attack_all(&loaded.model, &set, &spec, &execution, &device, false, &mut progress)
-    };
+    let mut observers = (&mut progress, args.trace.then_some(&mut recorder));
+    let result = attack_all(&loaded.model, &set, &spec, &execution, &device, false, &mut observers);
     bar.finish_and_clear();
     let (mean, median) = mean_median(&result.norms);
     let norms: Vec<Option<f32>> = result.norms.iter().map(|n| n.is_finite().then_some(*n)).collect();

@@ -84,27 +84,16 @@ pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions
         bar.set_message(job.to_string());
         let mut progress = EveryStep(|| bar.inc(1));
         let mut means = MeanNormRecorder::default();
-        let result = if job.records_fig4() {
-            attack_all(
-                &model.model,
-                set,
-                &job.key.spec,
-                &options.execution,
-                device,
-                false,
-                &mut (&mut progress, &mut means),
-            )
-        } else {
-            attack_all(
-                &model.model,
-                set,
-                &job.key.spec,
-                &options.execution,
-                device,
-                false,
-                &mut progress,
-            )
-        };
+        let mut observers = (&mut progress, job.records_fig4().then_some(&mut means));
+        let result = attack_all(
+            &model.model,
+            set,
+            &job.key.spec,
+            &options.execution,
+            device,
+            false,
+            &mut observers,
+        );
         if job.records_fig4() {
             let data = Fig4Data {
                 attack: job.attack,

@@ -4,8 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+use anu::adversarial::Adversary;
+use anu::augment::Augmentation;
 use anu::data::{self, Dataset, DatasetName, Label, Split};
 use anu::models::{Architecture, Classifier, LoadedModel, weights};
+use anu::train::{LrSchedule, OptimizerKind, TrainConfig};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -82,4 +85,23 @@ pub fn synthetic(dataset: DatasetName, n: usize, model: &Classifier, seed: u64) 
         .map(|p| p as Label)
         .collect();
     Dataset { labels, ..unlabelled }
+}
+
+/// A small MNIST training run: Adam 1e-3, cosine, batch 32, seed 7.
+pub fn train_config(epochs: usize, adversary: Option<Adversary>) -> TrainConfig {
+    TrainConfig {
+        arch: Architecture::MnistCnn,
+        epochs,
+        batch_size: 32,
+        optimizer: OptimizerKind::Adam,
+        lr: 1e-3,
+        schedule: LrSchedule::Cosine,
+        lr_step: 30,
+        weight_decay: 0.0,
+        seed: 7,
+        augmentation: Augmentation::None,
+        adversary,
+        train_subset: None,
+        init_from: None,
+    }
 }
