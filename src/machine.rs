@@ -93,6 +93,15 @@ impl CpuInfo {
     }
 }
 
+/// Peak resident memory of this process so far, in bytes (`VmHWM` of `/proc/self/status`;
+/// `None` where the system does not report it).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +121,13 @@ mod tests {
         let avx2 = CpuInfo::parse(&ZEN5.replace(" avx512f avx512bw", ""));
         assert_eq!(avx2.flops_per_cycle().0, 32.0);
         assert!(cpu.describe().contains("AVX-512"));
+    }
+
+    #[test]
+    fn peak_memory_is_reported_on_linux() {
+        if cfg!(target_os = "linux") {
+            let peak = peak_rss_bytes().expect("VmHWM in /proc/self/status");
+            assert!(peak > 1 << 20, "{peak}");
+        }
     }
 }

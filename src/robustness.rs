@@ -176,7 +176,8 @@ pub fn write_outputs(
                 .collect(),
         ));
     }
-    let scale = 3;
+    // Small images are enlarged; ImageNet-sized ones are drawn at half size.
+    let scale = (84 / data.image_shape[1]).max(1);
     if let Err(e) = image_grid(
         &out.join("fig6.png"),
         "Figure 6: adversarial examples (L2 norm above, predicted class below)",

@@ -42,6 +42,35 @@ impl AttackSet {
         }
     }
 
+    /// `per_image` distinct random classes other than the true one for every image, drawn from
+    /// `seed` (the paper's ImageNet protocol: 20), image by image.
+    pub fn random_targets(data: &Dataset, per_image: usize, seed: u64) -> Self {
+        use rand::SeedableRng;
+        use rand::seq::IndexedRandom;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut indices = Vec::new();
+        let mut targets = Vec::new();
+        for (i, &y) in data.labels.iter().enumerate() {
+            let others: Vec<Label> = (0..data.num_classes as Label).filter(|&t| t != y).collect();
+            for &t in others.choose_multiple(&mut rng, per_image.min(others.len())) {
+                indices.push(i);
+                targets.push(t);
+            }
+        }
+        Self {
+            data: data.select(&indices),
+            targets: Some(targets),
+        }
+    }
+
+    /// The targeted attacks of a data set's protocol (Table 2).
+    pub fn targeted(data: &Dataset, protocol: crate::data::TargetProtocol) -> Self {
+        match protocol {
+            crate::data::TargetProtocol::AllOthers => Self::all_other_targets(data),
+            crate::data::TargetProtocol::Random { per_image, seed } => Self::random_targets(data, per_image, seed),
+        }
+    }
+
     /// Whether the attacks are targeted.
     pub fn is_targeted(&self) -> bool {
         self.targets.is_some()
@@ -122,5 +151,49 @@ pub fn attack_all(
         success,
         adversarials,
         seconds,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(labels: Vec<Label>, classes: usize) -> Dataset {
+        let n = labels.len();
+        Dataset::new(vec![0; n * 4], labels, [1, 2, 2], classes).unwrap()
+    }
+
+    #[test]
+    fn random_targets_are_distinct_other_classes_drawn_from_the_seed() {
+        let d = data(vec![0, 5, 999], 1000);
+        let set = AttackSet::random_targets(&d, 20, 0);
+        assert_eq!(set.len(), 60);
+        let targets = set.targets.as_ref().unwrap();
+        for (i, &y) in d.labels.iter().enumerate() {
+            let mine = &targets[i * 20..(i + 1) * 20];
+            assert!(mine.iter().all(|&t| t != y && (t as usize) < 1000));
+            let mut unique = mine.to_vec();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), 20, "targets of image {i} repeat");
+            assert!(set.data.labels[i * 20..(i + 1) * 20].iter().all(|&l| l == y));
+        }
+        assert_eq!(
+            AttackSet::random_targets(&d, 20, 0).targets,
+            set.targets,
+            "same seed, same draw"
+        );
+        assert_ne!(AttackSet::random_targets(&d, 20, 1).targets, set.targets);
+        // With fewer classes than asked for, every other class once.
+        let small = AttackSet::random_targets(&data(vec![2], 10), 20, 0);
+        assert_eq!(small.len(), 9);
+    }
+
+    #[test]
+    fn all_other_targets_pair_each_image_with_every_other_class() {
+        let set = AttackSet::all_other_targets(&data(vec![3, 0], 10));
+        assert_eq!(set.len(), 18);
+        assert_eq!(&set.targets.as_ref().unwrap()[..9], &[0, 1, 2, 4, 5, 6, 7, 8, 9]);
+        assert!(set.is_targeted());
     }
 }

@@ -1,4 +1,5 @@
 //! The papers' hyperparameters (section 5 of Liu & Cao; DDN's from Rony et al.) in one table.
+//! The paper's ImageNet model is Inception-v3; its settings are used for any ImageNet model.
 
 use super::{AttackKind, AttackSpec, NormUpdate, SpecError};
 use crate::data::DatasetName;
@@ -14,7 +15,7 @@ struct AnuRow {
     alpha_gamma0: f32,
 }
 
-const ANU_TABLE: [AnuRow; 4] = [
+const ANU_TABLE: [AnuRow; 6] = [
     AnuRow {
         dataset: DatasetName::Mnist,
         targeted: false,
@@ -38,6 +39,18 @@ const ANU_TABLE: [AnuRow; 4] = [
         targeted: true,
         gamma0: 0.15,
         alpha_gamma0: 0.06,
+    },
+    AnuRow {
+        dataset: DatasetName::ImagenetSample,
+        targeted: false,
+        gamma0: 0.1,
+        alpha_gamma0: 0.08,
+    },
+    AnuRow {
+        dataset: DatasetName::ImagenetSample,
+        targeted: true,
+        gamma0: 0.05,
+        alpha_gamma0: 0.05,
     },
 ];
 
@@ -95,7 +108,9 @@ mod tests {
         assert_eq!(anu(DatasetName::Cifar10, false), rule(0.2, 0.1));
         assert_eq!(anu(DatasetName::Mnist, true), rule(0.05, 0.05));
         assert_eq!(anu(DatasetName::Cifar10, true), rule(0.15, 0.06));
-        for d in [DatasetName::Mnist, DatasetName::Cifar10] {
+        assert_eq!(anu(DatasetName::ImagenetSample, false), rule(0.1, 0.08));
+        assert_eq!(anu(DatasetName::ImagenetSample, true), rule(0.05, 0.05));
+        for d in [DatasetName::Mnist, DatasetName::Cifar10, DatasetName::ImagenetSample] {
             for t in [false, true] {
                 assert_eq!(paper_rule(AttackKind::Ddn, d, t), NormUpdate::Ddn { gamma: 0.05 });
                 let spec = paper_spec(AttackKind::Anu, d, t, 100).unwrap();

@@ -23,7 +23,8 @@ pub struct AttackArgs {
     /// Iterations K.
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
-    /// Targeted: attack every image towards each of the other classes.
+    /// Targeted: attack every image towards the data set's targets (each other class; 20 random
+    /// ones on ImageNet).
     #[arg(long)]
     targeted: bool,
     /// Number of test images (the first N).
@@ -43,12 +44,12 @@ pub fn run(args: AttackArgs) -> Result<()> {
     at_least_one(args.n, "--n")?;
     let dataset = args.common.dataset;
     let spec = args.spec_args.spec(dataset, args.targeted, args.steps)?;
-    let execution = args.exec.execution(args.common.device)?;
+    let execution = args.exec.execution(args.common.device, args.common.dataset)?;
     let device = args.common.device()?;
     let loaded = args.common.load_model(&args.model_file, &device)?;
     let test = args.common.load(Split::Test)?.take(args.n);
     let set = if args.targeted {
-        AttackSet::all_other_targets(&test)
+        AttackSet::targeted(&test, dataset.info().targets)
     } else {
         AttackSet::untargeted(test.clone())
     };
@@ -77,6 +78,8 @@ pub fn run(args: AttackArgs) -> Result<()> {
         "mean_l2": mean,
         "median_l2": median,
         "seconds": result.seconds,
+        "images_x_iterations_per_second": (set.len() * args.steps) as f64 / result.seconds,
+        "peak_rss_bytes": anu::machine::peak_rss_bytes(),
         "device": args.common.device,
         "spec": spec,
         "norms": norms,
@@ -84,8 +87,9 @@ pub fn run(args: AttackArgs) -> Result<()> {
         "manifest": args.common.manifest(&[&loaded]),
     });
     anu::fsutil::write_json(&args.json, &out)?;
+    let peak_mb = anu::machine::peak_rss_bytes().map_or("?".to_string(), |b| format!("{:.0}", b as f64 / 1e6));
     println!(
-        "{} {} steps{}: {} attacks, success {:.4}, mean L2 {mean:.4}, median L2 {median:.4}, {:.1} s -> {}",
+        "{} {} steps{}: {} attacks, success {:.4}, mean L2 {mean:.4}, median L2 {median:.4}, {:.1} s, peak memory {peak_mb} MB -> {}",
         spec.kind(),
         args.steps,
         if args.targeted { " (targeted)" } else { "" },

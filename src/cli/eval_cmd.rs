@@ -16,9 +16,9 @@ pub struct EvalArgs {
     /// Weight file written by `anu train`.
     #[arg(long)]
     model_file: PathBuf,
-    /// Images per evaluation batch.
-    #[arg(long, default_value_t = 1000)]
-    batch_size: usize,
+    /// Images per evaluation batch (default: the data set's attack batch size).
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Print a JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -28,7 +28,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let device = args.common.device()?;
     let loaded = args.common.load_model(&args.model_file, &device)?;
     let test = args.common.load(Split::Test)?;
-    let (acc, correct) = anu::eval::accuracy(&loaded.model, &test, &device, args.batch_size)?;
+    let batch = args.batch_size.unwrap_or(args.common.dataset.info().default_batch_size);
+    let (acc, correct) = anu::eval::accuracy(&loaded.model, &test, &device, batch)?;
     if args.json {
         println!(
             "{}",

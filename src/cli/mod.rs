@@ -56,6 +56,10 @@ pub struct Common {
     /// Compute device.
     #[arg(long, value_enum, default_value_t = DeviceKind::Flex)]
     pub device: DeviceKind,
+    /// Architecture: for `train` the one to build (default: the data set's); for a PyTorch
+    /// checkpoint (.pth/.pt), which does not record it, the one it holds.
+    #[arg(long, value_enum)]
+    pub model: Option<anu::models::Architecture>,
 }
 
 impl Common {
@@ -74,9 +78,10 @@ impl Common {
         Ok(data::load(self.dataset, &self.data_dir(), split)?)
     }
 
-    /// A weight file, checked to fit the data set.
+    /// A weight file (safetensors, or a PyTorch checkpoint of `--model`), checked to fit the
+    /// data set.
     pub fn load_model(&self, path: &Path, device: &burn::prelude::Device) -> Result<LoadedModel> {
-        let loaded = weights::load(path, device)?;
+        let loaded = weights::load_as(path, self.model, device)?;
         loaded.check_fits(self.dataset)?;
         Ok(loaded)
     }
@@ -124,18 +129,19 @@ impl SpecArgs {
 /// Batch size and pass chunking of attacks.
 #[derive(Args, Clone, Debug)]
 pub struct ExecArgs {
-    /// Attacks per batch.
-    #[arg(long, default_value_t = 1000)]
-    pub batch_size: usize,
+    /// Attacks per batch (default: 1000 for MNIST and CIFAR-10, 25 for ImageNet).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Images per forward/backward pass inside a batch (default: 64 on CPU, whole batch on GPU).
     #[arg(long)]
     pub pass_chunk: Option<usize>,
 }
 
 impl ExecArgs {
-    /// The execution settings on `device`.
-    pub fn execution(&self, device: DeviceKind) -> Result<Execution> {
-        let exec = Execution::for_device(device, self.batch_size)?;
+    /// The execution settings on `device` for `dataset`.
+    pub fn execution(&self, device: DeviceKind, dataset: DatasetName) -> Result<Execution> {
+        let batch = self.batch_size.unwrap_or(dataset.info().default_batch_size);
+        let exec = Execution::for_device(device, batch)?;
         Ok(match self.pass_chunk {
             Some(chunk) => exec.with_pass_chunk(chunk),
             None => exec,
@@ -193,9 +199,15 @@ mod tests {
         let spec = args.spec_args.spec(args.common.dataset, false, args.steps).unwrap();
         assert_eq!(spec.norm_update(), NormUpdate::Ddn { gamma: 0.1 });
         assert_eq!(spec.steps(), 70);
-        let exec = args.exec.execution(DeviceKind::Flex).unwrap();
+        let exec = args.exec.execution(DeviceKind::Flex, DatasetName::Mnist).unwrap();
         assert_eq!((exec.batch_size(), exec.pass_chunk()), (1000, 64));
-        assert_eq!(args.exec.execution(DeviceKind::Cuda).unwrap().pass_chunk(), 0);
+        assert_eq!(
+            args.exec
+                .execution(DeviceKind::Cuda, DatasetName::Mnist)
+                .unwrap()
+                .pass_chunk(),
+            0
+        );
 
         // The paper's ANU settings by default, per data set and goal.
         let cli = parse("anu attack --model-file m --targeted --json o.json").unwrap();
@@ -218,6 +230,7 @@ mod tests {
     fn bad_flags_are_refused_with_a_reason() {
         assert!(parse("anu attack --model-file m --attack fgsm --json o").is_err());
         assert!(parse("anu attack --model-file m --dataset imagenet --json o").is_err());
+        assert!(parse("anu attack --model-file m --model resnet --json o").is_err());
         assert!(parse("anu attack --model-file m --steps -3 --json o").is_err());
         assert!(parse("anu reproduce --out d --untargeted-only --targeted-only").is_err());
         let cli = parse("anu attack --model-file m --attack ddn --alpha-gamma 0.1 --json o").unwrap();
@@ -231,7 +244,28 @@ mod tests {
             panic!("not the attack command")
         };
         assert!(args.spec_args.spec(DatasetName::Mnist, false, 10).is_err());
-        assert!(args.exec.execution(DeviceKind::Flex).is_err());
+        assert!(args.exec.execution(DeviceKind::Flex, DatasetName::Mnist).is_err());
+    }
+
+    #[test]
+    fn imagenet_defaults_come_from_the_data_set() {
+        let cli = parse("anu attack --dataset imagenet-sample --model efficientnet-lite0 --model-file m.pth --json o")
+            .unwrap();
+        let Command::Attack(args) = cli.command else {
+            panic!("not the attack command")
+        };
+        assert_eq!(args.common.model, Some(anu::models::Architecture::EfficientNetLite0));
+        let exec = args.exec.execution(DeviceKind::Flex, args.common.dataset).unwrap();
+        assert_eq!(exec.batch_size(), 25);
+        let spec = args.spec_args.spec(args.common.dataset, false, 100).unwrap();
+        assert_eq!(
+            spec.norm_update(),
+            NormUpdate::Anu {
+                gamma0: 0.1,
+                alpha_gamma0: 0.08,
+                gamma_min: 0.0
+            }
+        );
     }
 
     #[test]
@@ -243,7 +277,13 @@ mod tests {
         };
         assert_eq!(args.budgets, Some(vec![5, 7]));
         assert_eq!(args.attacks, vec![AttackKind::Anu]);
-        assert_eq!(args.exec.execution(DeviceKind::Flex).unwrap().pass_chunk(), 4);
+        assert_eq!(
+            args.exec
+                .execution(DeviceKind::Flex, DatasetName::Mnist)
+                .unwrap()
+                .pass_chunk(),
+            4
+        );
         let cli = parse("anu train --dataset cifar10 --adversarial ddn --attack-steps 20 --out m.safetensors").unwrap();
         let Command::Train(args) = cli.command else {
             panic!("not train")

@@ -62,7 +62,7 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
             Architecture::default_for(dataset).name()
         ))
     });
-    let execution = args.exec.execution(args.common.device)?;
+    let execution = args.exec.execution(args.common.device, args.common.dataset)?;
     let device = args.common.device()?;
     let loaded = args.common.load_model(&model_file, &device)?;
     let test = args.common.load(Split::Test)?.take(args.n);

@@ -46,7 +46,7 @@ pub fn run(args: RobustnessArgs) -> Result<()> {
     let dataset = args.common.dataset;
     at_least_one(args.n, "--n")?;
     let spec = args.spec_args.spec(dataset, false, args.steps)?;
-    let execution = args.exec.execution(args.common.device)?;
+    let execution = args.exec.execution(args.common.device, args.common.dataset)?;
     let device = args.common.device()?;
     let mut models = Vec::new();
     for file in &args.model_files {

@@ -18,9 +18,6 @@ use super::Common;
 pub struct TrainArgs {
     #[command(flatten)]
     common: Common,
-    /// Architecture (default: the small CNN of the data set).
-    #[arg(long, value_enum)]
-    model: Option<Architecture>,
     /// Number of epochs.
     #[arg(long, default_value_t = 10)]
     epochs: usize,
@@ -87,7 +84,7 @@ pub struct TrainArgs {
 pub fn config(args: &TrainArgs) -> Result<TrainConfig> {
     let dataset = args.common.dataset;
     let info = dataset.info();
-    let arch = args.model.unwrap_or(Architecture::default_for(dataset));
+    let arch = args.common.model.unwrap_or(Architecture::default_for(dataset));
     anu::models::check_fits(arch.input_spec(), arch.name(), std::path::Path::new("--model"), dataset)?;
     let adversary = match args.adversarial {
         Some(attack) => Some(Adversary::new(

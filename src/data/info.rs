@@ -30,6 +30,25 @@ pub struct DatasetInfo {
     pub robustness_max_eps: f64,
     /// Augmentation of clean training.
     pub augmentation: Augmentation,
+    /// Targets of the paper's targeted attacks (Table 2).
+    pub targets: TargetProtocol,
+    /// Attacks per batch unless `--batch-size` says otherwise (large images need small batches).
+    pub default_batch_size: usize,
+}
+
+/// Which target classes each image is attacked towards in Table 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetProtocol {
+    /// Every class but the true one (MNIST, CIFAR-10: 9 attacks per image).
+    AllOthers,
+    /// This many distinct random classes other than the true one, drawn per image from a fixed
+    /// seed (ImageNet: 20).
+    Random {
+        /// Targets per image.
+        per_image: usize,
+        /// Seed of the draw.
+        seed: u64,
+    },
 }
 
 const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
@@ -57,6 +76,8 @@ const MNIST: DatasetInfo = DatasetInfo {
     training_max_norm: 2.4,
     robustness_max_eps: 3.0,
     augmentation: Augmentation::None,
+    targets: TargetProtocol::AllOthers,
+    default_batch_size: 1000,
 };
 
 const CIFAR10: DatasetInfo = DatasetInfo {
@@ -70,6 +91,23 @@ const CIFAR10: DatasetInfo = DatasetInfo {
     training_max_norm: 1.0,
     robustness_max_eps: 1.5,
     augmentation: Augmentation::CropFlip,
+    targets: TargetProtocol::AllOthers,
+    default_batch_size: 1000,
+};
+
+const IMAGENET_SAMPLE: DatasetInfo = DatasetInfo {
+    name: "imagenet-sample",
+    folder: "imagenet-sample",
+    image_shape: [3, 224, 224],
+    num_classes: 1000,
+    class_names: &[],
+    table1_budgets: &[50, 70, 100, 200, 500, 1000],
+    table2_budgets: &[80, 87, 100, 300, 500, 1000],
+    training_max_norm: 1.0,
+    robustness_max_eps: 2.0,
+    augmentation: Augmentation::None,
+    targets: TargetProtocol::Random { per_image: 20, seed: 0 },
+    default_batch_size: 25,
 };
 
 impl DatasetName {
@@ -78,14 +116,21 @@ impl DatasetName {
         match self {
             DatasetName::Mnist => &MNIST,
             DatasetName::Cifar10 => &CIFAR10,
+            DatasetName::ImagenetSample => &IMAGENET_SAMPLE,
         }
     }
 }
 
 impl DatasetInfo {
-    /// Class names: for CIFAR-10 the lines of `cifar10/batches.meta.txt` when the data folder
-    /// has one with a name per class, else the standard names.
+    /// Class names: ImageNet's from `imagenet_classes.tsv`, CIFAR-10's from `batches.meta.txt`
+    /// when the data folder has one with a name per class, else the standard names (class
+    /// numbers where there are none).
     pub fn class_names(&self, data_dir: &Path) -> Vec<String> {
+        if let Some(names) = super::imagenet::class_names(&data_dir.join(self.folder))
+            && names.len() == self.num_classes
+        {
+            return names;
+        }
         let from_file: Vec<String> = std::fs::read_to_string(data_dir.join(self.folder).join("batches.meta.txt"))
             .unwrap_or_default()
             .lines()
@@ -95,8 +140,10 @@ impl DatasetInfo {
             .collect();
         if from_file.len() == self.num_classes {
             from_file
-        } else {
+        } else if self.class_names.len() == self.num_classes {
             self.class_names.iter().map(|s| s.to_string()).collect()
+        } else {
+            (0..self.num_classes).map(|c| c.to_string()).collect()
         }
     }
 }
@@ -107,16 +154,19 @@ mod tests {
 
     #[test]
     fn every_data_set_has_consistent_facts() {
-        for name in [DatasetName::Mnist, DatasetName::Cifar10] {
+        for name in [DatasetName::Mnist, DatasetName::Cifar10, DatasetName::ImagenetSample] {
             let info = name.info();
             assert_eq!(info.name, name.to_string());
-            assert_eq!(info.class_names.len(), info.num_classes);
+            assert!(info.class_names.len() == info.num_classes || info.class_names.is_empty());
+            let no_folder = Path::new("/nonexistent");
+            assert_eq!(info.class_names(no_folder).len(), info.num_classes);
             assert!(info.table1_budgets.windows(2).all(|w| w[0] < w[1]));
             assert!(info.table2_budgets.windows(2).all(|w| w[0] < w[1]));
         }
         assert_eq!(DatasetName::Cifar10.info().class_names[3], "cat");
         assert_eq!(DatasetName::Mnist.info().table2_budgets[1], 85);
         assert_eq!(DatasetName::Cifar10.info().table2_budgets[1], 80);
+        assert_eq!(DatasetName::ImagenetSample.info().table2_budgets[..2], [80, 87]);
         let no_folder = Path::new("/nonexistent");
         assert_eq!(DatasetName::Mnist.info().class_names(no_folder)[7], "7");
     }

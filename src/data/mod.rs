@@ -6,10 +6,11 @@
 //! [`info`].
 
 pub mod cifar10;
+pub mod imagenet;
 pub mod info;
 pub mod mnist;
 
-pub use info::DatasetInfo;
+pub use info::{DatasetInfo, TargetProtocol};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,11 @@ pub enum DatasetName {
     Mnist,
     /// CIFAR-10 natural images, 3x32x32 colour images, 10 classes.
     Cifar10,
+    /// A folder of labelled ImageNet JPEGs (one per class for the first 200 classes in the
+    /// shipped sample), resized and cropped to 3x224x224, 1000 classes.
+    #[value(name = "imagenet-sample")]
+    #[serde(rename = "imagenet-sample")]
+    ImagenetSample,
 }
 
 impl fmt::Display for DatasetName {
@@ -224,6 +230,7 @@ pub fn load(name: DatasetName, data_dir: &Path, split: Split) -> Result<Dataset,
     match name {
         DatasetName::Mnist => mnist::load(&dir, split),
         DatasetName::Cifar10 => cifar10::load(&dir, split),
+        DatasetName::ImagenetSample => imagenet::load(&dir, split),
     }
 }
 

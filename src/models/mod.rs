@@ -2,6 +2,7 @@
 //! [`Classifier::forward`] on [0,1] images and its [`InputSpec`]; reading and writing weight
 //! files is the separate concern of [`weights`].
 
+pub mod efficientnet;
 pub mod small_cnn;
 pub mod weights;
 pub mod wide_resnet;
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use burn::prelude::*;
 
 use crate::data::DatasetName;
+pub use efficientnet::EfficientNetLite;
 pub use small_cnn::{SmallCnn, SmallCnnShape};
 pub use weights::LoadedModel;
 pub use wide_resnet::WideResNet;
@@ -99,14 +101,20 @@ pub enum Architecture {
     #[value(name = "wrn-16-2")]
     #[serde(rename = "wrn-16-2")]
     Wrn16x2,
+    /// EfficientNet-Lite0 for ImageNet (3x224x224, 1000 classes), the layout of the PyPI
+    /// package `efficientnet-lite-pytorch` 0.1.0, so its PyTorch checkpoints load.
+    #[value(name = "efficientnet-lite0")]
+    #[serde(rename = "efficientnet-lite0")]
+    EfficientNetLite0,
 }
 
 /// Every architecture, in the order listed by the CLI.
-pub const ARCHITECTURES: [Architecture; 4] = [
+pub const ARCHITECTURES: [Architecture; 5] = [
     Architecture::MnistCnn,
     Architecture::CifarCnn,
     Architecture::Wrn28x10,
     Architecture::Wrn16x2,
+    Architecture::EfficientNetLite0,
 ];
 
 impl Architecture {
@@ -117,6 +125,7 @@ impl Architecture {
             Architecture::CifarCnn => "cifar-cnn",
             Architecture::Wrn28x10 => "wrn-28-10",
             Architecture::Wrn16x2 => "wrn-16-2",
+            Architecture::EfficientNetLite0 => "efficientnet-lite0",
         }
     }
 
@@ -134,6 +143,10 @@ impl Architecture {
                 image_shape: [3, 32, 32],
                 num_classes: 10,
             },
+            Architecture::EfficientNetLite0 => InputSpec {
+                image_shape: [3, efficientnet::IMAGE_SIZE, efficientnet::IMAGE_SIZE],
+                num_classes: 1000,
+            },
         }
     }
 
@@ -142,6 +155,7 @@ impl Architecture {
         match dataset {
             DatasetName::Mnist => Architecture::MnistCnn,
             DatasetName::Cifar10 => Architecture::CifarCnn,
+            DatasetName::ImagenetSample => Architecture::EfficientNetLite0,
         }
     }
 
@@ -152,6 +166,7 @@ impl Architecture {
             Architecture::CifarCnn => SmallCnnShape::CIFAR10.forward_macs(),
             Architecture::Wrn28x10 => wide_resnet::wrn_forward_macs(28, 10),
             Architecture::Wrn16x2 => wide_resnet::wrn_forward_macs(16, 2),
+            Architecture::EfficientNetLite0 => efficientnet::lite0_forward_macs(efficientnet::IMAGE_SIZE, 1000),
         }
     }
 }
@@ -165,6 +180,8 @@ pub enum Classifier {
     SmallCnn(SmallCnn),
     /// A Wide ResNet.
     WideResNet(WideResNet),
+    /// EfficientNet-Lite.
+    EfficientNet(EfficientNetLite),
     /// An affine classifier of the flattened image, `W x + b`: its minimal adversarial
     /// distances are known in closed form, which makes it the attacks' test oracle.
     Linear(burn::nn::Linear),
@@ -178,6 +195,7 @@ impl Classifier {
             Architecture::CifarCnn => Classifier::SmallCnn(SmallCnn::new(SmallCnnShape::CIFAR10, device)),
             Architecture::Wrn28x10 => Classifier::WideResNet(WideResNet::new(28, 10, 0.3, device)),
             Architecture::Wrn16x2 => Classifier::WideResNet(WideResNet::new(16, 2, 0.3, device)),
+            Architecture::EfficientNetLite0 => Classifier::EfficientNet(EfficientNetLite::lite0(1000, device)),
         }
     }
 
@@ -186,6 +204,7 @@ impl Classifier {
         match self {
             Classifier::SmallCnn(m) => m.forward(images),
             Classifier::WideResNet(m) => m.forward(images),
+            Classifier::EfficientNet(m) => m.forward(images),
             Classifier::Linear(m) => m.forward(images.flatten(1, 3)),
         }
     }

@@ -1,9 +1,11 @@
-//! Weight files: safetensors with the architecture name in the metadata, written atomically.
+//! Weight files: safetensors with the architecture name in the metadata (what `anu train`
+//! writes, atomically), and PyTorch checkpoints (`.pth`/`.pt` state dicts, zip or legacy
+//! pickle) of the built-in architectures, whose architecture the caller names.
 
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::store::{ModuleSnapshot, PytorchStore, SafetensorsStore};
 
 use super::{Architecture, Classifier, InputSpec, ModelError, check_fits};
 use crate::data::DatasetName;
@@ -70,6 +72,97 @@ pub fn read_architecture(path: &Path, bytes: &[u8]) -> Result<Architecture, Mode
         )
     })?;
     Architecture::from_name(name).ok_or_else(|| format_err(path, format!("unknown architecture `{name}`")))
+}
+
+/// Whether `path` names a PyTorch checkpoint (`.pth`, `.pt`).
+pub fn is_pytorch(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("pth") || e.eq_ignore_ascii_case("pt"))
+}
+
+/// Reads a weight file into a model on `device`: safetensors written by [`save`] (whose
+/// metadata names the architecture; `arch`, when given, must agree) or a PyTorch checkpoint of
+/// architecture `arch` (required: such files do not record it).
+pub fn load_as(path: &Path, arch: Option<Architecture>, device: &Device) -> Result<LoadedModel, ModelError> {
+    if is_pytorch(path) {
+        let arch = arch.ok_or_else(|| {
+            format_err(
+                path,
+                "a PyTorch checkpoint does not say which architecture it holds: name it with --model",
+            )
+        })?;
+        return load_pytorch(path, arch, device);
+    }
+    let loaded = load(path, device)?;
+    match arch {
+        Some(a) if a != loaded.arch => Err(format_err(
+            path,
+            format!("holds a {} model, not {}", loaded.arch.name(), a.name()),
+        )),
+        _ => Ok(loaded),
+    }
+}
+
+/// Reads a PyTorch state dict of `arch` (see [`read_pytorch_into`]).
+pub fn load_pytorch(path: &Path, arch: Architecture, device: &Device) -> Result<LoadedModel, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        action: "cannot read",
+        source,
+    })?;
+    let sha256 = crate::fsutil::sha256_hex(&bytes);
+    drop(bytes);
+    let mut model = Classifier::new(arch, device);
+    read_pytorch_into(&mut model, path).map_err(|e| match e {
+        ModelError::Format { path, reason } => ModelError::Format {
+            path,
+            reason: format!("{reason} (architecture {})", arch.name()),
+        },
+        other => other,
+    })?;
+    Ok(LoadedModel {
+        arch,
+        model,
+        path: path.to_path_buf(),
+        sha256,
+    })
+}
+
+/// Loads a PyTorch state dict (`.pth`/`.pt`, zip or legacy pickle) into `module`, matching
+/// PyTorch's parameter names with leading underscores dropped (`_blocks.3._bn1.weight` is
+/// `blocks.3.bn1`'s gamma; linear weights are transposed). Refuses a checkpoint that does not
+/// fit exactly, listing the missing, unexpected and wrong-shaped tensors by name; batch norm's
+/// step counters (`num_batches_tracked`), which do not change any output, are ignored.
+pub fn read_pytorch_into<M: ModuleSnapshot>(module: &mut M, path: &Path) -> Result<(), ModelError> {
+    let mut store = PytorchStore::from_file(path)
+        .with_key_remapping(r"^_", "")
+        .with_key_remapping(r"\._", ".")
+        .allow_partial(true)
+        .validate(false);
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| format_err(path, format!("not a readable PyTorch checkpoint: {e}")))?;
+    let unexpected: Vec<&str> = result
+        .unused
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !k.ends_with("num_batches_tracked"))
+        .collect();
+    if result.missing.is_empty() && result.errors.is_empty() && unexpected.is_empty() && !result.applied.is_empty() {
+        return Ok(());
+    }
+    let missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
+    let errors: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+    Err(format_err(
+        path,
+        format!(
+            "the checkpoint does not fit: missing [{}]; unexpected [{}]; wrong shape or type [{}]",
+            missing.join(", "),
+            unexpected.join(", "),
+            errors.join("; ")
+        ),
+    ))
 }
 
 /// Reads a weight file written by [`save`] into a model on `device`.

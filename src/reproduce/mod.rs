@@ -58,7 +58,7 @@ pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions
     let out = &options.out;
     create_dir(&out.join("rows"))?;
     let untargeted = AttackSet::untargeted(test.clone());
-    let targeted = AttackSet::all_other_targets(test);
+    let targeted = AttackSet::targeted(test, options.dataset.info().targets);
     let plan = Plan::new(options, &model.sha256, test.len())?;
     plan.report_stale();
 

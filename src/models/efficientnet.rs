@@ -1,0 +1,209 @@
+//! EfficientNet-Lite0 (Tan & Le 2019, the "Lite" variant for mobile use) as defined by the
+//! PyPI package `efficientnet-lite-pytorch` 0.1.0, so that its pretrained ImageNet weights load
+//! unchanged: no squeeze-and-excitation, ReLU6, batch norm with eps 1e-3, TensorFlow-style
+//! "same" padding (asymmetric for stride 2), stem and head not scaled.
+//!
+//! stem conv3x3/2 (3->32), 16 MBConv blocks in 7 groups (expand ratio, kernel, stride, out):
+//! (1,3,1,16)x1, (6,3,2,24)x2, (6,5,2,40)x2, (6,3,2,80)x3, (6,5,1,112)x3, (6,5,2,192)x4,
+//! (6,3,1,320)x1; head conv1x1 (320->1280), global average pool, dropout 0.2, fc(1280->1000).
+//! The model takes [0,1] images; the normalisation the weights were trained with happens
+//! inside: TensorFlow's EfficientNet-Lite input scaling (byte - 127) / 128, i.e. mean 127/255
+//! and standard deviation 128/255 on every channel (not the ImageNet mean/std of other models).
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu6;
+
+/// Mean of the input scaling, in [0,1] units (127 of 255), the same for R, G and B.
+pub const LITE_MEAN: f32 = 127.0 / 255.0;
+/// Standard deviation of the input scaling, in [0,1] units (128 of 255).
+pub const LITE_STD: f32 = 128.0 / 255.0;
+/// Input resolution.
+pub const IMAGE_SIZE: usize = 224;
+/// Batch-norm epsilon of the TensorFlow original.
+const BN_EPS: f64 = 1e-3;
+
+/// One group of MBConv blocks: (expand ratio, kernel, stride of the first block, output
+/// channels, repeats).
+const GROUPS: [(usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+];
+const STEM_CHANNELS: usize = 32;
+const HEAD_CHANNELS: usize = 1280;
+
+/// A convolution without bias whose input is zero-padded as TensorFlow's "same" does: the
+/// output has ceil(size / stride) pixels, and an odd total padding puts the extra pixel at the
+/// bottom and right.
+fn same_conv(cin: usize, cout: usize, kernel: usize, stride: usize, groups: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([cin, cout], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_groups(groups)
+        .with_padding(PaddingConfig2d::Valid)
+        .with_bias(false)
+        .init(device)
+}
+
+/// (before, after) padding of one axis of `size` pixels for TensorFlow's "same" convolution.
+pub fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let total = ((out - 1) * stride + kernel).saturating_sub(size);
+    (total / 2, total - total / 2)
+}
+
+fn forward_same(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let (k, s) = (conv.kernel_size[0], conv.stride[0]);
+    let (pad_h, pad_w) = (same_padding(h, k, s), same_padding(w, k, s));
+    let x = if pad_h == (0, 0) && pad_w == (0, 0) {
+        x
+    } else {
+        x.pad([pad_h, pad_w], 0.0f32)
+    };
+    conv.forward(x)
+}
+
+fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(channels).with_epsilon(BN_EPS).init(device)
+}
+
+/// Mobile inverted bottleneck: expand 1x1 (unless the ratio is 1), depthwise kxk, project 1x1,
+/// residual when shape is kept.
+#[derive(Module, Debug)]
+pub struct MbConv {
+    expand_conv: Option<Conv2d>,
+    bn0: Option<BatchNorm>,
+    depthwise_conv: Conv2d,
+    bn1: BatchNorm,
+    project_conv: Conv2d,
+    bn2: BatchNorm,
+    residual: bool,
+}
+
+impl MbConv {
+    fn new(cin: usize, cout: usize, expand: usize, kernel: usize, stride: usize, device: &Device) -> Self {
+        let mid = cin * expand;
+        Self {
+            expand_conv: (expand != 1).then(|| same_conv(cin, mid, 1, 1, 1, device)),
+            bn0: (expand != 1).then(|| batch_norm(mid, device)),
+            depthwise_conv: same_conv(mid, mid, kernel, stride, mid, device),
+            bn1: batch_norm(mid, device),
+            project_conv: same_conv(mid, cout, 1, 1, 1, device),
+            bn2: batch_norm(cout, device),
+            residual: stride == 1 && cin == cout,
+        }
+    }
+
+    fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let mut x = input.clone();
+        if let (Some(conv), Some(bn)) = (&self.expand_conv, &self.bn0) {
+            x = relu6(bn.forward(conv.forward(x)));
+        }
+        x = relu6(self.bn1.forward(forward_same(&self.depthwise_conv, x)));
+        x = self.bn2.forward(self.project_conv.forward(x));
+        if self.residual { x.add(input) } else { x }
+    }
+}
+
+/// EfficientNet-Lite0 for 1000 ImageNet classes (see the module docs).
+#[derive(Module, Debug)]
+pub struct EfficientNetLite {
+    conv_stem: Conv2d,
+    bn0: BatchNorm,
+    blocks: Vec<MbConv>,
+    conv_head: Conv2d,
+    bn1: BatchNorm,
+    dropout: Dropout,
+    fc: Linear,
+}
+
+impl EfficientNetLite {
+    /// A freshly initialised EfficientNet-Lite0 with `classes` outputs.
+    pub fn lite0(classes: usize, device: &Device) -> Self {
+        let mut blocks = Vec::new();
+        let mut cin = STEM_CHANNELS;
+        for (expand, kernel, stride, cout, repeats) in GROUPS {
+            for r in 0..repeats {
+                let s = if r == 0 { stride } else { 1 };
+                blocks.push(MbConv::new(cin, cout, expand, kernel, s, device));
+                cin = cout;
+            }
+        }
+        Self {
+            conv_stem: same_conv(3, STEM_CHANNELS, 3, 2, 1, device),
+            bn0: batch_norm(STEM_CHANNELS, device),
+            blocks,
+            conv_head: same_conv(cin, HEAD_CHANNELS, 1, 1, 1, device),
+            bn1: batch_norm(HEAD_CHANNELS, device),
+            dropout: DropoutConfig::new(0.2).init(),
+            fc: LinearConfig::new(HEAD_CHANNELS, classes).init(device),
+        }
+    }
+
+    /// Logits `[B, classes]` of RGB images `[B, 3, H, W]` in [0,1].
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let x = images.sub_scalar(LITE_MEAN).div_scalar(LITE_STD);
+        let mut x = relu6(self.bn0.forward(forward_same(&self.conv_stem, x)));
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
+        let [b, c, _, _] = x.dims();
+        let pooled = x.mean_dims(&[2, 3]).reshape([b, c]);
+        self.fc.forward(self.dropout.forward(pooled))
+    }
+}
+
+/// Multiply-adds of one forward pass of EfficientNet-Lite0 at `size` x `size`.
+pub fn lite0_forward_macs(size: usize, classes: usize) -> u64 {
+    let mut s = size.div_ceil(2);
+    let mut macs = (3 * STEM_CHANNELS * 9 * s * s) as u64;
+    let mut cin = STEM_CHANNELS;
+    for (expand, kernel, stride, cout, repeats) in GROUPS {
+        for r in 0..repeats {
+            let st = if r == 0 { stride } else { 1 };
+            let mid = cin * expand;
+            if expand != 1 {
+                macs += (cin * mid * s * s) as u64;
+            }
+            s = s.div_ceil(st);
+            macs += (mid * kernel * kernel * s * s) as u64 + (mid * cout * s * s) as u64;
+            cin = cout;
+        }
+    }
+    macs + (cin * HEAD_CHANNELS * s * s) as u64 + (HEAD_CHANNELS * classes) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_padding_matches_tensorflow() {
+        // Stride 1 keeps the size with symmetric padding; stride 2 on an even size puts the
+        // extra pixel after.
+        assert_eq!(same_padding(224, 3, 1), (1, 1));
+        assert_eq!(same_padding(224, 3, 2), (0, 1));
+        assert_eq!(same_padding(112, 5, 2), (1, 2));
+        assert_eq!(same_padding(7, 1, 1), (0, 0));
+        assert_eq!(same_padding(15, 3, 2), (1, 1));
+    }
+
+    #[test]
+    fn lite0_has_16_blocks_and_about_400_million_multiply_adds() {
+        let model = EfficientNetLite::lite0(1000, &Device::flex());
+        assert_eq!(model.blocks.len(), 16);
+        assert_eq!(model.blocks.iter().filter(|b| b.residual).count(), 9);
+        let macs = lite0_forward_macs(224, 1000) as f64 / 1e6;
+        // The EfficientNet-Lite0 paper figure is about 407 MFLOPs (multiply-adds).
+        assert!((380.0..420.0).contains(&macs), "{macs}");
+        let logits = model.forward(Tensor::zeros([1, 3, 64, 64], &Device::flex()));
+        assert_eq!(logits.dims(), [1, 1000]);
+    }
+}
