@@ -10,7 +10,8 @@ use crate::fsutil::write_json;
 use crate::machine::CpuInfo;
 use crate::models::LoadedModel;
 
-/// Commit the binary was built from (`unknown` outside a git checkout).
+/// Commit the binary was built from (`unknown` outside a git checkout), with
+/// `+uncommitted-changes` when tracked files differed from it at build time.
 pub const COMMIT: &str = env!("ANU_GIT_COMMIT");
 /// Version of burn the binary was built with.
 pub const BURN_VERSION: &str = env!("ANU_BURN_VERSION");
