@@ -17,7 +17,11 @@ fn main() {
         .ok()
         .filter(|o| o.status.success())
         .is_some_and(|o| !o.stdout.is_empty());
-    let suffix = if dirty && commit != "unknown" { "+uncommitted-changes" } else { "" };
+    let suffix = if dirty && commit != "unknown" {
+        "+uncommitted-changes"
+    } else {
+        ""
+    };
     println!("cargo:rustc-env=ANU_GIT_COMMIT={commit}{suffix}");
     let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();
     let burn = lock

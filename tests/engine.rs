@@ -122,3 +122,56 @@ fn a_zero_gradient_steps_along_a_fallback_direction() {
         );
     }
 }
+
+#[test]
+fn success_is_reported_only_for_a_stored_finite_adversarial() {
+    // Non-finite logits (an infinite or NaN bias) make the loss and the gradient NaN: the
+    // iterates become NaN, and no image may be reported as broken unless a finite adversarial
+    // was stored for it.
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    for bias in [
+        [f32::INFINITY, 0.0, 0.0],
+        [0.0, f32::INFINITY, 0.0],
+        [f32::NAN, 0.0, 1.0],
+        [0.0, f32::NEG_INFINITY, 0.0],
+    ] {
+        let mut linear = LinearConfig::new(16, 3).init(&device);
+        linear.bias = Some(Param::from_tensor(Tensor::<1>::from_data(
+            TensorData::new(bias.to_vec(), [3]),
+            &device,
+        )));
+        let model = AttackedModel::new(&Classifier::Linear(linear), &device);
+        let images = Tensor::<4>::full([6, 1, 4, 4], 0.5, &ad);
+        let spec = AttackSpec::new(6, ANU).unwrap();
+        for goal in [
+            Goal::Untargeted(labels_tensor(&[0, 1, 2, 0, 1, 2], &ad)),
+            Goal::Targeted(labels_tensor(&[1, 2, 0, 2, 0, 1], &ad)),
+        ] {
+            let r = run(&model, images.clone(), &goal, &spec, 0, &mut NoObserver);
+            let adv: Vec<f32> = r.adversarials.into_data().iter::<f32>().collect();
+            for i in 0..6 {
+                if r.success[i] {
+                    let image = &adv[i * 16..(i + 1) * 16];
+                    assert!(
+                        r.norms[i].is_finite(),
+                        "bias {bias:?}: success {i} with norm {}",
+                        r.norms[i]
+                    );
+                    assert!(
+                        image.iter().all(|v| v.is_finite()),
+                        "bias {bias:?}: success {i} with a NaN image"
+                    );
+                    let l2 = image.iter().map(|v| (v - 0.5) * (v - 0.5)).sum::<f32>().sqrt();
+                    assert!(
+                        (l2 - r.norms[i]).abs() <= 1e-5,
+                        "bias {bias:?}: reported {} for an image at {l2}",
+                        r.norms[i]
+                    );
+                } else {
+                    assert!(r.norms[i].is_infinite());
+                }
+            }
+        }
+    }
+}

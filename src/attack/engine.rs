@@ -137,11 +137,19 @@ pub fn run(
             predicted.not_equal(labels.clone())
         };
 
-        // Keep the smallest adversarial so far (Alg. 2 step 24; strict, as the reference).
-        let improved = adversarial.clone().bool_and(norm.clone().lower(best_norm.clone()));
+        // Keep the smallest adversarial so far (Alg. 2 step 24; strict, as the reference). The
+        // first one is kept whatever its norm, as long as it is a point of the box (a NaN
+        // iterate from non-finite logits never is); an attack succeeds only through an
+        // iterate that was stored.
+        let first = found
+            .clone()
+            .bool_not()
+            .bool_and(norm.clone().lower_equal(worst_norm.clone()));
+        let better = norm.clone().lower(best_norm.clone()).bool_or(first);
+        let improved = adversarial.clone().bool_and(better);
         best_norm = best_norm.mask_where(improved.clone(), norm.clone());
         best_adv = best_adv.mask_where(improved.clone().reshape([b, 1, 1, 1]).expand(x.dims()), x_adv.clone());
-        found = found.bool_or(adversarial.clone());
+        found = found.bool_or(improved.clone());
 
         // Step 6: delta_k = delta_{k-1} + alpha g / ||g||_2.
         let direction = normalise(grad, &fallback);
