@@ -23,7 +23,7 @@ pub fn write_table(out: &Path, table: Table, dataset: DatasetName, model_file: &
     let first = rows.first();
     let mut md = format!(
         "# {} ({dataset}, first {} test images, {} attacks)\n\nModel `{}` (sha256 {}).\n\n| Attack | Budget | Mean L2 | Median L2 | time (s) | success |\n|---|---:|---:|---:|---:|---:|\n",
-        table.title(),
+        table.title(dataset),
         first.map_or(0, |r| r.key.n_images),
         first.map_or(0, |r| r.n_attacks),
         model_file.display(),

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::attack::{AttackKind, AttackSpec};
-use crate::data::DatasetName;
+use crate::data::{DatasetName, TargetProtocol};
 use crate::fsutil::{JsonFile, read_json};
 
 /// The paper's two attack tables.
@@ -31,11 +31,14 @@ impl Table {
         }
     }
 
-    /// Heading of the table.
-    pub fn title(self) -> &'static str {
-        match self {
-            Table::Untargeted => "Table 1: untargeted attacks",
-            Table::Targeted => "Table 2: targeted attacks (all other classes)",
+    /// Heading of the table on `dataset` (whose target protocol Table 2 follows).
+    pub fn title(self, dataset: DatasetName) -> String {
+        match (self, dataset.info().targets) {
+            (Table::Untargeted, _) => "Table 1: untargeted attacks".into(),
+            (Table::Targeted, TargetProtocol::AllOthers) => "Table 2: targeted attacks (all other classes)".into(),
+            (Table::Targeted, TargetProtocol::Random { per_image, .. }) => {
+                format!("Table 2: targeted attacks ({per_image} random target classes per image)")
+            }
         }
     }
 
@@ -165,5 +168,25 @@ mod nan_as_null {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
         Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_2_is_titled_by_the_data_sets_target_protocol() {
+        assert!(Table::Targeted.title(DatasetName::Mnist).contains("all other classes"));
+        assert!(
+            Table::Targeted
+                .title(DatasetName::ImagenetSample)
+                .contains("20 random target classes")
+        );
+        assert_eq!(
+            Table::Untargeted.title(DatasetName::Cifar10),
+            "Table 1: untargeted attacks"
+        );
+        assert_eq!(serde_json::to_string(&Table::Targeted).unwrap(), "\"table2\"");
     }
 }
