@@ -100,6 +100,10 @@ fn attacks_land_near_the_exact_minimal_norm_of_an_affine_classifier() {
                 alpha_gamma0: 0.15,
                 gamma_min: 0.0,
             },
+            NormUpdate::Fmn {
+                gamma0: 0.05,
+                gamma_final: 0.001,
+            },
         ] {
             let spec = AttackSpec::new(50, rule).unwrap();
             let r = run(

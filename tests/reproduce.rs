@@ -49,7 +49,8 @@ fn tiny_reproduction_writes_tables_and_figures_and_reuses_only_matching_rows() {
     );
     let opts = options(&out, DatasetName::Mnist);
     let rows = reproduce(&model, &test, &opts, &device).unwrap();
-    assert_eq!(rows.len(), 2 * 2 + 2);
+    // DDN, ANU and FMN at budgets 4 and 8 (Table 1) and 4 (Table 2).
+    assert_eq!(rows.len(), 3 * 2 + 3);
     for name in [
         "table1.md",
         "table1.json",
@@ -75,7 +76,10 @@ fn tiny_reproduction_writes_tables_and_figures_and_reuses_only_matching_rows() {
             .all(|r| r.key.model_sha256 == model.sha256 && r.key.dataset == DatasetName::Mnist)
     );
     let md = std::fs::read_to_string(out.join("table1.md")).unwrap();
-    assert!(md.contains("| ANU | 8 |") && md.contains("| DDN | 4 |"), "{md}");
+    assert!(
+        md.contains("| ANU | 8 |") && md.contains("| DDN | 4 |") && md.contains("| FMN | 8 |"),
+        "{md}"
+    );
 
     // Plant a marker in a saved row: a rerun of the same experiment reuses the file as it is.
     let path = row_file(&out, "table1-anu-8.json");

@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use rand::{Rng, SeedableRng};
 
-use super::norm_update::cosine_annealed;
+use super::norm_update::{EpsInputs, Objective, cosine_annealed};
 use super::{AttackSpec, Observer, StepView};
 use crate::models::Classifier;
 
@@ -86,14 +86,15 @@ fn per_image(t: Tensor<1>) -> Tensor<4> {
     t.reshape([b, 1, 1, 1])
 }
 
-/// Runs DDN or ANU (by the spec's norm-update rule) on `images` (`[B, C, H, W]` in [0,1]),
-/// passing them through the model `pass_chunk` at a time (0: all at once; the result does
-/// not depend on it).
+/// Runs DDN, ANU or FMN (by the spec's norm-update rule) on `images` (`[B, C, H, W]` in
+/// [0,1]), passing them through the model `pass_chunk` at a time (0: all at once; the result
+/// does not depend on it).
 ///
 /// The loop follows the reference DDN order: evaluate x'_{k-1}, keep it if it is adversarial
 /// with a smaller norm (Alg. 2 step 24), step along the normalised gradient (steps 5-6),
 /// update gamma_k (7-14) and eps_k (16-20), project onto the eps-sphere (21) and clip to
-/// [0,1] (22). `observer` sees the state after every iteration.
+/// [0,1] (22). FMN takes the same steps with its own objective, eps rule and ball projection
+/// (see [`super::NormUpdate`]). `observer` sees the state after every iteration.
 pub fn run(
     model: &AttackedModel,
     images: Tensor<4>,
@@ -121,6 +122,7 @@ pub fn run(
     let fallback = fallback_directions(x.dims(), &device);
     let steps = spec.steps();
     let label_index = labels.clone().reshape([b, 1]);
+    let rule = spec.norm_update();
 
     for k in 0..steps {
         let alpha = cosine_annealed(spec.alpha_max(), spec.alpha_min(), k, steps);
@@ -128,7 +130,8 @@ pub fn run(
         let norm = sample_norm(delta.clone());
 
         // Logits of x'_{k-1} with the input gradient of the loss (step 5).
-        let (logits, grad) = logits_and_input_gradient(model, &x_adv, &label_index, targeted, pass_chunk);
+        let (logits, grad, objective) =
+            logits_and_input_gradient(model, &x_adv, &label_index, targeted, rule.objective(), pass_chunk);
 
         let predicted = logits.argmax(1).reshape([b]);
         let adversarial = if targeted {
@@ -152,17 +155,27 @@ pub fn run(
         found = found.bool_or(improved.clone());
 
         // Step 6: delta_k = delta_{k-1} + alpha g / ||g||_2.
-        let direction = normalise(grad, &fallback);
+        let grad_norm = sample_norm(grad.clone());
+        let direction = normalise(grad, grad_norm.clone(), &fallback);
         let delta = delta.add(direction.mul_scalar(alpha));
 
         // Steps 7-20: the rule's gamma_k, then eps_k, capped at the worst-case norm.
-        let gamma = spec.norm_update().gamma(&mut rule_state, &adversarial, k, steps);
-        let shrink = eps.clone().mul(gamma.clone().neg().add_scalar(1.0));
-        let grow = eps.clone().mul(gamma.clone().add_scalar(1.0));
-        eps = grow.mask_where(adversarial, shrink).min_pair(worst_norm.clone());
+        let gamma = rule.gamma(&mut rule_state, &adversarial, k, steps);
+        eps = rule.next_eps(EpsInputs {
+            eps,
+            gamma: &gamma,
+            adversarial,
+            found: &found,
+            best_norm: &best_norm,
+            norm: &norm,
+            objective: &objective,
+            grad_norm: &grad_norm,
+            worst_norm: &worst_norm,
+        });
 
-        // Steps 21-22: project onto the eps-sphere around x, then clip to [0,1].
-        let scale = eps.clone().div(sample_norm(delta.clone()).clamp_min(1e-12));
+        // Steps 21-22: project onto the eps-sphere around x (FMN: into the eps-ball), then
+        // clip to [0,1].
+        let scale = projection_scale(&eps, sample_norm(delta.clone()), rule.projects_onto_sphere());
         let mut next = x.clone().add(delta.mul(per_image(scale))).clamp(0.0, 1.0);
         if spec.quantize() {
             next = next.mul_scalar(255.0).round().div_scalar(255.0);
@@ -203,22 +216,27 @@ pub fn run(
     }
 }
 
-/// Logits of `x_adv` and the gradient of the attack objective with respect to it, on the
-/// plain device. Untargeted: ascend the cross-entropy of the true label (m = +1); targeted:
-/// descend the cross-entropy of the target (m = -1). The loss is summed over samples, so each
-/// sample's gradient is independent of the others: the batch is passed through the model in
-/// chunks of `chunk` images (0: all at once), which keeps a CPU's caches warm.
+/// Logits of `x_adv`, the attack objective per sample (the quantity to increase) and its
+/// gradient with respect to `x_adv`, on the plain device. Cross-entropy: ascend the
+/// cross-entropy of the true label (untargeted, m = +1) or descend that of the target
+/// (targeted, m = -1); logit margin (FMN): increase the best other logit over the label's
+/// (untargeted) or the target's over the best other (targeted). The objective is summed over
+/// samples, so each sample's gradient is independent of the others: the batch is passed
+/// through the model in chunks of `chunk` images (0: all at once), which keeps a CPU's caches
+/// warm.
 pub(crate) fn logits_and_input_gradient(
     model: &AttackedModel,
     x_adv: &Tensor<4>,
     label_index: &Tensor<2, Int>,
     targeted: bool,
+    objective: Objective,
     chunk: usize,
-) -> (Tensor<2>, Tensor<4>) {
+) -> (Tensor<2>, Tensor<4>, Tensor<1>) {
     let b = x_adv.dims()[0];
     let chunk = if chunk == 0 { b } else { chunk.min(b) };
     let mut all_logits = Vec::with_capacity(b.div_ceil(chunk));
     let mut all_grads = Vec::with_capacity(b.div_ceil(chunk));
+    let mut all_values = Vec::with_capacity(b.div_ceil(chunk));
     let device = x_adv.device();
     let mut start = 0;
     while start < b {
@@ -231,11 +249,24 @@ pub(crate) fn logits_and_input_gradient(
                 label_index.clone().narrow(0, start, end - start),
             )
         };
+        let n = end - start;
         let leaf = Tensor::from_inner(part).to_device(&model.grad_device).require_grad();
         let logits = model.model.forward(leaf.clone());
-        let picked = log_softmax(logits.clone(), 1).gather(1, Tensor::from_inner(labels).to_device(&model.grad_device));
-        let objective = if targeted { picked.sum() } else { picked.sum().neg() };
-        let grads = objective.backward();
+        let labels = Tensor::from_inner(labels).to_device(&model.grad_device);
+        let (total, values) = match objective {
+            Objective::CrossEntropy => {
+                let picked = log_softmax(logits.clone(), 1).gather(1, labels);
+                let value = if targeted { picked.clone() } else { picked.clone().neg() };
+                let total = if targeted { picked.sum() } else { picked.sum().neg() };
+                (total, value)
+            }
+            Objective::LogitMargin => {
+                let value = logit_margin(logits.clone(), labels, targeted);
+                (value.clone().sum(), value)
+            }
+        };
+        all_values.push(values.inner().reshape([n]).to_device(&device));
+        let grads = total.backward();
         all_grads.push(
             leaf.grad(&grads)
                 .expect("the input is a tracked leaf")
@@ -249,10 +280,41 @@ pub(crate) fn logits_and_input_gradient(
         (
             all_logits.pop().expect("one chunk"),
             all_grads.pop().expect("one chunk"),
+            all_values.pop().expect("one chunk"),
         )
     } else {
-        (Tensor::cat(all_logits, 0), Tensor::cat(all_grads, 0))
+        (
+            Tensor::cat(all_logits, 0),
+            Tensor::cat(all_grads, 0),
+            Tensor::cat(all_values, 0),
+        )
     }
+}
+
+/// Per-sample logit margin `[B, 1]` to increase: the best logit other than the label's minus
+/// the label's (untargeted), or the target's minus the best other (targeted). Positive means
+/// the goal is reached.
+fn logit_margin(logits: Tensor<2>, labels: Tensor<2, Int>, targeted: bool) -> Tensor<2> {
+    let [b, classes] = logits.dims();
+    let device = logits.device();
+    let own = logits.clone().gather(1, labels.clone());
+    let class_index = Tensor::<1, Int>::arange(0..classes as i64, &device)
+        .reshape([1, classes])
+        .expand([b, classes]);
+    let is_label = class_index.equal(labels.expand([b, classes]));
+    let best_other = logits.mask_fill(is_label, f32::MIN).max_dim(1);
+    if targeted {
+        own.sub(best_other)
+    } else {
+        best_other.sub(own)
+    }
+}
+
+/// Factor per sample that brings a perturbation of norm `delta_norm` to radius `eps`: onto
+/// the sphere (DDN, ANU: Alg. 2 step 21), or into the ball, shrinking only (FMN).
+pub fn projection_scale(eps: &Tensor<1>, delta_norm: Tensor<1>, sphere: bool) -> Tensor<1> {
+    let scale = eps.clone().div(delta_norm.clamp_min(1e-12));
+    if sphere { scale } else { scale.clamp_max(1.0) }
 }
 
 /// One fixed pseudo-random unit direction per sample, drawn on the host from a fixed seed:
@@ -271,11 +333,10 @@ fn fallback_directions(shape: [usize; 4], device: &Device) -> Tensor<4> {
     Tensor::<1>::from_data(TensorData::new(values, [shape.iter().product::<usize>()]), device).reshape(shape)
 }
 
-/// g / ||g||_2 per sample; a sample whose gradient is exactly zero takes its fallback
-/// direction instead. No value is read back to the host.
-fn normalise(grad: Tensor<4>, fallback: &Tensor<4>) -> Tensor<4> {
+/// g / ||g||_2 per sample (`norm` is ||g||_2); a sample whose gradient is exactly zero takes
+/// its fallback direction instead. No value is read back to the host.
+fn normalise(grad: Tensor<4>, norm: Tensor<1>, fallback: &Tensor<4>) -> Tensor<4> {
     let shape = grad.dims();
-    let norm = sample_norm(grad.clone());
     let zero = norm.clone().equal_elem(0.0);
     let grad = grad.mask_where(
         zero.clone().reshape([shape[0], 1, 1, 1]).expand(shape),

@@ -1,8 +1,13 @@
-//! The norm-update rules: the only difference between DDN (Alg. 1) and ANU (Alg. 2).
+//! The norm-update rules: the only difference between DDN (Alg. 1) and ANU (Alg. 2), and what
+//! makes FMN (Pintor et al. 2021, L2) of the same loop.
 //!
-//! Both rules hand the shared loop a per-sample factor gamma_k; the loop then shrinks
-//! eps by (1 - gamma_k) after an adversarial iterate and grows it by (1 + gamma_k) otherwise
-//! (Alg. 1 steps 6-10, Alg. 2 steps 16-20).
+//! DDN and ANU hand the shared loop a per-sample factor gamma_k; eps then shrinks by
+//! (1 - gamma_k) after an adversarial iterate and grows by (1 + gamma_k) otherwise (Alg. 1
+//! steps 6-10, Alg. 2 steps 16-20), and the iterate is projected onto the eps-sphere. FMN
+//! differentiates the logit margin instead of the cross-entropy, sets eps before its first
+//! adversarial from the margin's linear estimate of the distance, afterwards shrinks it to
+//! min(eps (1 - gamma_k), best norm) or grows it by (1 + gamma_k), with gamma_k
+//! cosine-annealed, and projects onto the eps-ball (shrinking only).
 
 use burn::prelude::*;
 
@@ -39,6 +44,46 @@ pub enum NormUpdate {
         #[serde(default)]
         gamma_min: f32,
     },
+    /// FMN-L2 (Pintor et al. 2021): gamma_k cosine-annealed from `gamma0` to `gamma_final`
+    /// (0.05 and 0.001 in its paper).
+    Fmn {
+        /// gamma at the first iteration.
+        gamma0: f32,
+        /// gamma the annealing approaches at the last iteration.
+        gamma_final: f32,
+    },
+}
+
+/// What the loop differentiates: the quantity to increase towards the goal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Objective {
+    /// Cross-entropy of the true label (untargeted, ascended) or of the target (descended).
+    CrossEntropy,
+    /// Logit margin: best other logit minus the true label's (untargeted), target's logit
+    /// minus the best other (targeted).
+    LogitMargin,
+}
+
+/// What the eps update of one iteration sees, per sample (`[B]` each).
+pub(crate) struct EpsInputs<'a> {
+    /// The current radius eps_{k-1}.
+    pub eps: Tensor<1>,
+    /// gamma_k from [`NormUpdate::gamma`].
+    pub gamma: &'a Tensor<1>,
+    /// Whether the evaluated iterate is adversarial.
+    pub adversarial: Tensor<1, Bool>,
+    /// Whether an adversarial has been stored, this iteration included.
+    pub found: &'a Tensor<1, Bool>,
+    /// Norm of the best stored adversarial.
+    pub best_norm: &'a Tensor<1>,
+    /// Norm of the evaluated iterate.
+    pub norm: &'a Tensor<1>,
+    /// The objective at the evaluated iterate (a margin for FMN).
+    pub objective: &'a Tensor<1>,
+    /// Norm of the objective's input gradient.
+    pub grad_norm: &'a Tensor<1>,
+    /// Largest norm a point of the box can have.
+    pub worst_norm: &'a Tensor<1>,
 }
 
 impl NormUpdate {
@@ -47,7 +92,44 @@ impl NormUpdate {
         match self {
             NormUpdate::Ddn { .. } => AttackKind::Ddn,
             NormUpdate::Anu { .. } => AttackKind::Anu,
+            NormUpdate::Fmn { .. } => AttackKind::Fmn,
         }
+    }
+
+    /// What the loop differentiates under this rule.
+    pub(crate) fn objective(&self) -> Objective {
+        match self {
+            NormUpdate::Fmn { .. } => Objective::LogitMargin,
+            _ => Objective::CrossEntropy,
+        }
+    }
+
+    /// Whether iterates are projected onto the eps-sphere (DDN, ANU) rather than into the
+    /// eps-ball (FMN, which only shrinks perturbations longer than eps).
+    pub(crate) fn projects_onto_sphere(&self) -> bool {
+        !matches!(self, NormUpdate::Fmn { .. })
+    }
+
+    /// eps_k from the iteration's state (Alg. 1 steps 6-10, Alg. 2 steps 16-20; FMN's rule
+    /// for FMN), capped at the worst-case norm.
+    pub(crate) fn next_eps(&self, i: EpsInputs<'_>) -> Tensor<1> {
+        let shrink = i.eps.clone().mul(i.gamma.clone().neg().add_scalar(1.0));
+        let grow = i.eps.mul(i.gamma.clone().add_scalar(1.0));
+        match self {
+            NormUpdate::Ddn { .. } | NormUpdate::Anu { .. } => grow.mask_where(i.adversarial, shrink),
+            NormUpdate::Fmn { .. } => {
+                // Before the first adversarial: ||delta|| + |margin| / ||grad||, the distance
+                // to the boundary of the margin's linearisation.
+                let estimate = i
+                    .norm
+                    .clone()
+                    .add(i.objective.clone().abs().div(i.grad_norm.clone().clamp_min(1e-12)));
+                estimate
+                    .mask_where(i.found.clone(), grow)
+                    .mask_where(i.adversarial, shrink.min_pair(i.best_norm.clone()))
+            }
+        }
+        .min_pair(i.worst_norm.clone())
     }
 
     /// Checks the parameters, naming the one that is unusable.
@@ -72,6 +154,18 @@ impl NormUpdate {
                 check("alpha_gamma", alpha_gamma0, true)?;
                 check("gamma_min", gamma_min, false)
             }
+            NormUpdate::Fmn { gamma0, gamma_final } => {
+                check("gamma_0", gamma0, true)?;
+                check("gamma_final", gamma_final, true)?;
+                if gamma_final > gamma0 {
+                    return Err(SpecError::OutOfRange {
+                        name: "gamma_final",
+                        value: gamma_final,
+                        range: "[0, gamma_0]",
+                    });
+                }
+                Ok(())
+            }
         }
     }
 
@@ -79,7 +173,7 @@ impl NormUpdate {
     pub(crate) fn start(&self, batch: usize, device: &Device) -> NormUpdateState {
         let gamma0 = match *self {
             NormUpdate::Ddn { gamma } => gamma,
-            NormUpdate::Anu { gamma0, .. } => gamma0,
+            NormUpdate::Anu { gamma0, .. } | NormUpdate::Fmn { gamma0, .. } => gamma0,
         };
         NormUpdateState {
             gamma: Tensor::full([batch], gamma0, device),
@@ -110,6 +204,14 @@ impl NormUpdate {
             let grown = state.gamma.clone().mul_scalar(1.0 + alpha_gamma);
             let shrunk = state.gamma.clone().mul_scalar(1.0 - alpha_gamma);
             state.gamma = shrunk.mask_where(same, grown).clamp(gamma_min, GAMMA_MAX);
+        }
+        if let NormUpdate::Fmn { gamma0, gamma_final } = *self {
+            let [b] = state.gamma.dims();
+            state.gamma = Tensor::full(
+                [b],
+                cosine_annealed(gamma0, gamma_final, k, steps),
+                &state.gamma.device(),
+            );
         }
         state.gamma.clone()
     }

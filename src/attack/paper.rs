@@ -6,6 +6,8 @@ use crate::data::DatasetName;
 
 /// DDN's fixed gamma in both papers, on every data set.
 pub const DDN_GAMMA: f32 = 0.05;
+/// FMN's gamma annealing, from its paper (Pintor et al. 2021), on every data set.
+pub const FMN_GAMMA: (f32, f32) = (0.05, 0.001);
 
 /// ANU's (gamma_0, alpha_gamma) per data set and goal.
 struct AnuRow {
@@ -58,6 +60,10 @@ const ANU_TABLE: [AnuRow; 6] = [
 pub fn paper_rule(attack: AttackKind, dataset: DatasetName, targeted: bool) -> NormUpdate {
     match attack {
         AttackKind::Ddn => NormUpdate::Ddn { gamma: DDN_GAMMA },
+        AttackKind::Fmn => NormUpdate::Fmn {
+            gamma0: FMN_GAMMA.0,
+            gamma_final: FMN_GAMMA.1,
+        },
         AttackKind::Anu => {
             let row = ANU_TABLE
                 .iter()

@@ -14,17 +14,22 @@ pub enum AttackKind {
     Ddn,
     /// Self-adaptive Norm Update (the paper's Alg. 2).
     Anu,
+    /// Fast Minimum-Norm attack, L2 (Pintor et al. 2021).
+    Fmn,
 }
 
 impl AttackKind {
     /// Every attack, in table order (the baseline first).
-    pub const ALL: [AttackKind; 2] = [AttackKind::Ddn, AttackKind::Anu];
+    pub const ALL: [AttackKind; 3] = [AttackKind::Ddn, AttackKind::Anu, AttackKind::Fmn];
+    /// The attacks the paper compares.
+    pub const PAPER: [AttackKind; 2] = [AttackKind::Ddn, AttackKind::Anu];
 
     /// Lower-case name, as on the command line and in file names.
     pub fn name(self) -> &'static str {
         match self {
             AttackKind::Ddn => "ddn",
             AttackKind::Anu => "anu",
+            AttackKind::Fmn => "fmn",
         }
     }
 
@@ -33,6 +38,7 @@ impl AttackKind {
         match self {
             AttackKind::Ddn => "DDN",
             AttackKind::Anu => "ANU",
+            AttackKind::Fmn => "FMN",
         }
     }
 }
@@ -223,6 +229,21 @@ impl AttackSpec {
                 alpha_gamma0: o.alpha_gamma.unwrap_or(alpha_gamma0),
                 gamma_min: o.gamma_min.unwrap_or(gamma_min),
             },
+            NormUpdate::Fmn { gamma0, gamma_final } => {
+                for (given, option) in [(o.alpha_gamma, "--alpha-gamma"), (o.gamma_min, "--gamma-min")] {
+                    if given.is_some() {
+                        return Err(SpecError::NotApplicable {
+                            option,
+                            applies_to: "ANU",
+                            attack: AttackKind::Fmn,
+                        });
+                    }
+                }
+                NormUpdate::Fmn {
+                    gamma0: o.gamma0.unwrap_or(gamma0),
+                    gamma_final: gamma_final.min(o.gamma0.unwrap_or(gamma0)),
+                }
+            }
         };
         Ok(self
             .with_norm_update(rule)?
@@ -337,6 +358,36 @@ mod tests {
             })
             .unwrap();
         assert_eq!(ddn_gamma.norm_update(), NormUpdate::Ddn { gamma: 0.1 });
+    }
+
+    #[test]
+    fn fmn_settings_are_checked_and_overridable() {
+        let fmn = NormUpdate::Fmn {
+            gamma0: 0.05,
+            gamma_final: 0.001,
+        };
+        let spec = AttackSpec::new(100, fmn).unwrap();
+        assert_eq!(spec.kind(), AttackKind::Fmn);
+        let bad = NormUpdate::Fmn {
+            gamma0: 0.01,
+            gamma_final: 0.05,
+        };
+        assert!(AttackSpec::new(100, bad).is_err(), "gamma_final above gamma_0");
+        let changed = spec
+            .with_overrides(&SpecOverrides {
+                gamma0: Some(0.1),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(
+            changed.norm_update(),
+            NormUpdate::Fmn {
+                gamma0: 0.1,
+                gamma_final: 0.001
+            }
+        );
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<AttackSpec>(&json).unwrap(), spec);
     }
 
     #[test]

@@ -239,6 +239,11 @@ mod tests {
         };
         let err = args.spec_args.spec(DatasetName::Mnist, false, 10).unwrap_err();
         assert!(err.to_string().contains("--alpha-gamma"), "{err}");
+        let cli = parse("anu attack --model-file m --attack fmn --gamma-min 0.1 --json o").unwrap();
+        let Command::Attack(args) = cli.command else {
+            panic!("not the attack command")
+        };
+        assert!(args.spec_args.spec(DatasetName::Mnist, false, 10).is_err());
         let cli = parse("anu attack --model-file m --gamma0 1.5 --batch-size 0 --json o").unwrap();
         let Command::Attack(args) = cli.command else {
             panic!("not the attack command")
@@ -293,7 +298,7 @@ mod tests {
         assert_eq!(adversary.attack.kind(), AttackKind::Ddn);
         assert_eq!(adversary.attack.steps(), 20);
         assert_eq!(adversary.max_norm, 1.0, "CIFAR-10's maximum norm by default");
-        assert!(parse("anu train --adversarial fmn --out m").is_err());
+        assert!(parse("anu train --adversarial cw --out m").is_err());
         let bad = parse("anu train --adversarial anu --max-norm=-1 --out m").unwrap();
         let Command::Train(args) = bad.command else {
             panic!("not train")
