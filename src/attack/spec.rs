@@ -152,6 +152,20 @@ pub struct SpecOverrides {
     pub quantize: bool,
 }
 
+/// ANU's own options (`--alpha-gamma`, `--gamma-min`) given for another attack are an error.
+fn refuse_anu_options(o: &SpecOverrides, attack: AttackKind) -> Result<(), SpecError> {
+    for (given, option) in [(o.alpha_gamma, "--alpha-gamma"), (o.gamma_min, "--gamma-min")] {
+        if given.is_some() {
+            return Err(SpecError::NotApplicable {
+                option,
+                applies_to: "ANU",
+                attack,
+            });
+        }
+    }
+    Ok(())
+}
+
 impl AttackSpec {
     /// `steps` iterations of `norm_update` with the papers' schedule: eps_0 = 1, step size
     /// cosine-annealed from 1 to 0.01, no quantisation.
@@ -207,15 +221,7 @@ impl AttackSpec {
     pub fn with_overrides(&self, o: &SpecOverrides) -> Result<Self, SpecError> {
         let rule = match self.fields.norm_update {
             NormUpdate::Ddn { gamma } => {
-                for (given, option) in [(o.alpha_gamma, "--alpha-gamma"), (o.gamma_min, "--gamma-min")] {
-                    if given.is_some() {
-                        return Err(SpecError::NotApplicable {
-                            option,
-                            applies_to: "ANU",
-                            attack: AttackKind::Ddn,
-                        });
-                    }
-                }
+                refuse_anu_options(o, AttackKind::Ddn)?;
                 NormUpdate::Ddn {
                     gamma: o.gamma0.unwrap_or(gamma),
                 }
@@ -230,15 +236,7 @@ impl AttackSpec {
                 gamma_min: o.gamma_min.unwrap_or(gamma_min),
             },
             NormUpdate::Fmn { gamma0, gamma_final } => {
-                for (given, option) in [(o.alpha_gamma, "--alpha-gamma"), (o.gamma_min, "--gamma-min")] {
-                    if given.is_some() {
-                        return Err(SpecError::NotApplicable {
-                            option,
-                            applies_to: "ANU",
-                            attack: AttackKind::Fmn,
-                        });
-                    }
-                }
+                refuse_anu_options(o, AttackKind::Fmn)?;
                 NormUpdate::Fmn {
                     gamma0: o.gamma0.unwrap_or(gamma0),
                     gamma_final: gamma_final.min(o.gamma0.unwrap_or(gamma0)),
