@@ -163,3 +163,38 @@ fn accuracy_counts_correct_predictions_and_refuses_batch_size_zero() {
     assert_eq!(anu::eval::accuracy(&model, &data, &device, 3).unwrap(), (0.8, 4));
     assert!(anu::eval::accuracy(&model, &data, &device, 0).is_err());
 }
+
+#[test]
+fn weights_with_nan_or_infinity_are_refused_with_the_tensor_named() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let good = common::random_model(Architecture::MnistCnn, 4);
+    let path = dir.path().join("good.safetensors");
+    weights::save(&good, Architecture::MnistCnn, &path).unwrap();
+    assert!(weights::load(&path, &device).is_ok());
+    for poison in [f32::NAN, f32::INFINITY] {
+        struct Poison(f32, bool);
+        impl burn::module::ModuleMapper for Poison {
+            fn map_float<const D: usize>(
+                &mut self,
+                param: burn::module::Param<Tensor<D>>,
+            ) -> burn::module::Param<Tensor<D>> {
+                if D != 1 || self.1 {
+                    return param;
+                }
+                self.1 = true;
+                let v = self.0;
+                param.map(|t| t.clone().slice_fill(0..1, v))
+            }
+        }
+        use burn::module::Module;
+        let bad = good.clone().map(&mut Poison(poison, false));
+        let path = dir.path().join("bad.safetensors");
+        weights::save(&bad, Architecture::MnistCnn, &path).unwrap();
+        let err = weights::load(&path, &device).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.safetensors") && err.contains("non-finite") && err.contains("bias"),
+            "{err}"
+        );
+    }
+}

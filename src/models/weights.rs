@@ -104,6 +104,33 @@ pub fn load_as(path: &Path, arch: Option<Architecture>, device: &Device) -> Resu
     }
 }
 
+/// Refuses a model with a parameter or buffer that is not 32-bit float or holds a NaN or an
+/// infinity, naming the tensor: such a model would panic or give meaningless attacks.
+pub fn check_weights(model: &impl ModuleSnapshot, path: &Path) -> Result<(), ModelError> {
+    for tensor in model.collect(None, None, false) {
+        if tensor.dtype != burn::tensor::DType::F32 {
+            return Err(format_err(
+                path,
+                format!("tensor {} is {:?}, not 32-bit float", tensor.name, tensor.dtype),
+            ));
+        }
+        let bytes = tensor
+            .to_bytes()
+            .map_err(|e| format_err(path, format!("tensor {}: cannot read its values: {e:?}", tensor.name)))?;
+        let bad = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .position(|v| !v.is_finite());
+        if let Some(i) = bad {
+            return Err(format_err(
+                path,
+                format!("tensor {} holds a non-finite value (element {i})", tensor.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads a PyTorch state dict of `arch` (see [`read_pytorch_into`]).
 pub fn load_pytorch(path: &Path, arch: Architecture, device: &Device) -> Result<LoadedModel, ModelError> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
@@ -121,6 +148,7 @@ pub fn load_pytorch(path: &Path, arch: Architecture, device: &Device) -> Result<
         },
         other => other,
     })?;
+    check_weights(&model, path)?;
     Ok(LoadedModel {
         arch,
         model,
@@ -195,6 +223,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
             ),
         ));
     }
+    check_weights(&model, path)?;
     Ok(LoadedModel {
         arch,
         model,
