@@ -109,6 +109,7 @@ fn tiny_reproduction_writes_tables_and_figures_and_reuses_only_matching_rows() {
     )
     .unwrap();
     assert_eq!(anu8(&forced), real_mean);
+    assert_eq!(anu8(&forced), anu8(&rows), "the same value as the first run computed");
 
     // Another N is another experiment: the marker is not reused.
     std::fs::write(&path, serde_json::to_string(&planted).unwrap()).unwrap();

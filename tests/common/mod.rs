@@ -36,32 +36,37 @@ pub fn mnist_model_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/mnist-cnn.safetensors")
 }
 
-/// Gives every all-zero weight matrix (the last layer of a fresh small CNN) random values, so
-/// that a freshly initialised model has distinct logits and non-zero input gradients.
-struct FillZeroMatrices(u64);
+/// Sets every weight from a local generator (uniform in +-sqrt(6 / fan-in)) and every bias to
+/// zero, so a model depends only on its seed, not on the device's shared generator (which
+/// concurrently running tests also draw from).
+struct SeededInit(rand::rngs::StdRng);
 
-impl ModuleMapper for FillZeroMatrices {
+impl ModuleMapper for SeededInit {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let all_zero = param.val().abs().max().into_scalar::<f32>() == 0.0;
-        if D != 2 || !all_zero {
-            return param;
-        }
-        self.0 += 1;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(self.0);
+        let rng = &mut self.0;
         param.map(|t| {
             let dims = t.dims();
             let n: usize = dims.iter().product();
-            let values: Vec<f32> = (0..n).map(|_| rng.random_range(-0.3f32..0.3)).collect();
+            let fan_in = match D {
+                4 => dims[1] * dims[2] * dims[3],
+                2 => dims[0],
+                _ => 0,
+            };
+            let values: Vec<f32> = if fan_in == 0 {
+                vec![0.0; n]
+            } else {
+                let bound = (6.0 / fan_in as f32).sqrt();
+                (0..n).map(|_| rng.random_range(-bound..bound)).collect()
+            };
             Tensor::<1>::from_data(TensorData::new(values, [n]), &t.device()).reshape(dims)
         })
     }
 }
 
-/// A freshly initialised model of `arch` (seeded) with a random last layer.
+/// A model of `arch` with weights drawn from `seed` alone.
 pub fn random_model(arch: Architecture, seed: u64) -> Classifier {
     let device = Device::flex();
-    device.seed(seed);
-    Classifier::new(arch, &device).map(&mut FillZeroMatrices(seed))
+    Classifier::new(arch, &device).map(&mut SeededInit(rand::rngs::StdRng::seed_from_u64(seed)))
 }
 
 /// [`random_model`] saved to `dir/name` and loaded back, as the commands load models.
