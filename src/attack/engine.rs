@@ -253,20 +253,15 @@ pub(crate) fn logits_and_input_gradient(
         let leaf = Tensor::from_inner(part).to_device(&model.grad_device).require_grad();
         let logits = model.model.forward(leaf.clone());
         let labels = Tensor::from_inner(labels).to_device(&model.grad_device);
-        let (total, values) = match objective {
+        let values = match objective {
             Objective::CrossEntropy => {
                 let picked = log_softmax(logits.clone(), 1).gather(1, labels);
-                let value = if targeted { picked.clone() } else { picked.clone().neg() };
-                let total = if targeted { picked.sum() } else { picked.sum().neg() };
-                (total, value)
+                if targeted { picked } else { picked.neg() }
             }
-            Objective::LogitMargin => {
-                let value = logit_margin(logits.clone(), labels, targeted);
-                (value.clone().sum(), value)
-            }
+            Objective::LogitMargin => logit_margin(logits.clone(), labels, targeted),
         };
+        let grads = values.clone().sum().backward();
         all_values.push(values.inner().reshape([n]).to_device(&device));
-        let grads = total.backward();
         all_grads.push(
             leaf.grad(&grads)
                 .expect("the input is a tracked leaf")

@@ -131,6 +131,17 @@ pub fn check_weights(model: &impl ModuleSnapshot, path: &Path) -> Result<(), Mod
     Ok(())
 }
 
+/// A loaded model, after [`check_weights`].
+fn checked(arch: Architecture, model: Classifier, path: &Path, sha256: String) -> Result<LoadedModel, ModelError> {
+    check_weights(&model, path)?;
+    Ok(LoadedModel {
+        arch,
+        model,
+        path: path.to_path_buf(),
+        sha256,
+    })
+}
+
 /// Reads a PyTorch state dict of `arch` (see [`read_pytorch_into`]).
 pub fn load_pytorch(path: &Path, arch: Architecture, device: &Device) -> Result<LoadedModel, ModelError> {
     let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
@@ -148,13 +159,7 @@ pub fn load_pytorch(path: &Path, arch: Architecture, device: &Device) -> Result<
         },
         other => other,
     })?;
-    check_weights(&model, path)?;
-    Ok(LoadedModel {
-        arch,
-        model,
-        path: path.to_path_buf(),
-        sha256,
-    })
+    checked(arch, model, path, sha256)
 }
 
 /// Loads a PyTorch state dict (`.pth`/`.pt`, zip or legacy pickle) into `module`, matching
@@ -223,11 +228,5 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
             ),
         ));
     }
-    check_weights(&model, path)?;
-    Ok(LoadedModel {
-        arch,
-        model,
-        path: path.to_path_buf(),
-        sha256,
-    })
+    checked(arch, model, path, sha256)
 }
