@@ -68,8 +68,8 @@ pub struct BenchRow {
     pub images_per_second: f64,
     /// Achieved GFLOP/s, counting 2 FLOPs per multiply-add of the model's passes.
     pub gflops: f64,
-    /// Fraction of the FLOP peak.
-    pub peak_fraction: f64,
+    /// Fraction of the FLOP peak, where one was given (CPU backends).
+    pub peak_fraction: Option<f64>,
 }
 
 /// The machine's single-precision FLOP peak in GFLOP/s and how it was counted.
@@ -97,6 +97,9 @@ pub struct BenchSettings {
     pub reps: usize,
     /// Images per forward/backward pass inside an attack batch.
     pub pass_chunk: usize,
+    /// The device's FLOP peak in GFLOP/s, to express rates as a fraction of it (the CPU's,
+    /// from [`cpu_peak_gflops`], on CPU backends; none on a GPU).
+    pub peak_gflops: Option<f64>,
 }
 
 /// Measures each batch size of `settings` on `data` of `dataset` (cycled to fill large
@@ -115,7 +118,6 @@ pub fn bench(
         ));
     }
     let (steps, reps) = (settings.steps.max(1), settings.reps.max(1));
-    let (peak, _) = cpu_peak_gflops();
     let macs = model.arch.forward_macs() as f64;
     let prepared = AttackedModel::new(&model.model, device);
     let plain = model.model.valid().to_device(&device.clone().inner());
@@ -134,9 +136,10 @@ pub fn bench(
                 batch: b,
                 images_per_second: ips,
                 gflops,
-                peak_fraction: gflops / peak,
+                peak_fraction: settings.peak_gflops.map(|peak| gflops / peak),
             });
         };
+        // Every timed closure reads its result back, so the device has finished the work.
         let fwd = time_it(reps, || {
             let _ = plain.forward(x_plain.clone()).into_data();
         });

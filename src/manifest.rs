@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::data::DatasetName;
-use crate::device::DeviceKind;
+use crate::device::DeviceChoice;
 use crate::error::Result;
 use crate::fsutil::write_json;
 use crate::machine::CpuInfo;
@@ -40,8 +40,11 @@ pub struct Manifest {
     pub anu_version: String,
     /// Version of burn.
     pub burn_version: String,
-    /// The device the tensors ran on.
-    pub device: DeviceKind,
+    /// The device the tensors ran on, as `--device` named it.
+    pub device: DeviceChoice,
+    /// The name the device gives itself (a GPU's model), or the CPU backend's name.
+    #[serde(default)]
+    pub device_name: String,
     /// Model files used.
     pub models: Vec<ModelRecord>,
     /// The data set.
@@ -51,8 +54,15 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// A manifest of this process: `command` as run, on `device`, with `models` on `dataset`.
-    pub fn new(command: String, device: DeviceKind, models: &[&LoadedModel], dataset: DatasetName) -> Self {
+    /// A manifest of this process: `command` as run, on `device` (which calls itself
+    /// `device_name`), with `models` on `dataset`.
+    pub fn new(
+        command: String,
+        device: DeviceChoice,
+        device_name: String,
+        models: &[&LoadedModel],
+        dataset: DatasetName,
+    ) -> Self {
         let cpu = CpuInfo::read();
         Self {
             command,
@@ -62,6 +72,7 @@ impl Manifest {
             anu_version: env!("CARGO_PKG_VERSION").to_string(),
             burn_version: BURN_VERSION.to_string(),
             device,
+            device_name,
             models: models
                 .iter()
                 .map(|m| ModelRecord {

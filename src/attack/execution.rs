@@ -1,6 +1,6 @@
 //! How an attack is executed: batch size and pass chunking. None of it changes a result.
 
-use crate::device::DeviceKind;
+use crate::device::Backend;
 use crate::error::{Error, Result};
 
 /// Images per forward/backward pass on CPU backends, from `anu bench`: small chunks keep the
@@ -26,11 +26,8 @@ impl Execution {
 
     /// `batch_size` images at a time with the pass chunk that suits `device`: chunks of
     /// [`CPU_PASS_CHUNK`] on CPU backends, the whole batch on a GPU.
-    pub fn for_device(device: DeviceKind, batch_size: usize) -> Result<Self> {
-        let chunk = match device {
-            DeviceKind::Flex | DeviceKind::Ndarray | DeviceKind::Libtorch => CPU_PASS_CHUNK,
-            DeviceKind::Cuda => 0,
-        };
+    pub fn for_device(backend: Backend, batch_size: usize) -> Result<Self> {
+        let chunk = if backend.is_cpu() { CPU_PASS_CHUNK } else { 0 };
         Self::new(batch_size, chunk)
     }
 

@@ -40,27 +40,37 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let device = args.common.device()?;
     let loaded = args.common.load_model(&args.model_file, &device)?;
     let data = args.common.load(Split::Test)?.take(1000);
-    let exec = anu::attack::Execution::for_device(args.common.device, 1)?;
+    let exec = anu::attack::Execution::for_device(args.common.device.backend(), 1)?;
     let chunk = args.pass_chunk.unwrap_or(exec.pass_chunk());
+    let on_cpu = args.common.device.backend().is_cpu();
+    let (peak, how) = cpu_peak_gflops();
     let settings = BenchSettings {
         batches: args.batch_sizes.clone(),
         steps: args.steps,
         reps: args.reps,
         pass_chunk: chunk,
+        peak_gflops: on_cpu.then_some(peak),
     };
     let rows = bench(&loaded, args.common.dataset, &data, &settings, &device)?;
     println!(
-        "device {:?}; attack iterations pass {} images at a time",
-        args.common.device,
+        "device {}; attack iterations pass {} images at a time",
+        args.common.device_name(),
         if chunk == 0 {
             "the whole batch".to_string()
         } else {
             chunk.to_string()
         }
     );
-    let (peak, how) = cpu_peak_gflops();
+    let peak_line = if on_cpu {
+        format!("CPU peak {peak:.0} GFLOP/s = {how}")
+    } else {
+        format!(
+            "no FLOP peak for this device; the CPU is {}",
+            anu::machine::CpuInfo::read().describe()
+        )
+    };
     println!(
-        "model {} ({} MMAC forward per image); peak {peak:.0} GFLOP/s = {how}",
+        "model {} ({} MMAC forward per image); {peak_line}",
         loaded.arch.name(),
         loaded.arch.forward_macs() as f64 / 1e6
     );
@@ -70,12 +80,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     );
     for r in &rows {
         println!(
-            "{:<26} {:>6} {:>14.1} {:>9.1} {:>6.1}%",
+            "{:<26} {:>6} {:>14.1} {:>9.1} {:>7}",
             r.what.to_string(),
             r.batch,
             r.images_per_second,
             r.gflops,
-            100.0 * r.peak_fraction
+            r.peak_fraction
+                .map_or("-".to_string(), |f| format!("{:.1}%", 100.0 * f))
         );
     }
     for &b in &args.batch_sizes {

@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use anu::attack::{AttackKind, AttackSpec, Execution, SpecOverrides, paper_spec};
 use anu::data::{self, DatasetName, Split};
-use anu::device::{DeviceKind, device};
+use anu::device::{DeviceChoice, describe};
 use anu::manifest::Manifest;
 use anu::models::{LoadedModel, weights};
 
@@ -53,9 +53,11 @@ pub struct Common {
     /// Folder that holds `mnist/` and `cifar10/` (default: $ANU_DATA, else ./data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Compute device.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Flex)]
-    pub device: DeviceKind,
+    /// Compute device: flex (CPU), wgpu[:N] (any GPU; a software Vulkan driver on a machine
+    /// without one), vulkan[:N], cuda[:N], ndarray or libtorch. GPU backends need the build's
+    /// cargo feature of the same name.
+    #[arg(long, default_value = "flex")]
+    pub device: DeviceChoice,
     /// Architecture: for `train` the one to build (default: the data set's); for a PyTorch
     /// checkpoint (.pth/.pt), which does not record it, the one it holds.
     #[arg(long, value_enum)]
@@ -65,7 +67,15 @@ pub struct Common {
 impl Common {
     /// The chosen device.
     pub fn device(&self) -> Result<burn::prelude::Device> {
-        Ok(device(self.device)?)
+        Ok(self.device.open()?)
+    }
+
+    /// The chosen device as it names itself (a GPU's model), for reports.
+    pub fn device_name(&self) -> String {
+        match self.device() {
+            Ok(device) => describe(self.device, &device),
+            Err(_) => self.device.to_string(),
+        }
     }
 
     /// The data folder.
@@ -89,7 +99,7 @@ impl Common {
     /// A manifest of this run with `models`.
     pub fn manifest(&self, models: &[&LoadedModel]) -> Manifest {
         let command: Vec<String> = std::env::args().collect();
-        Manifest::new(command.join(" "), self.device, models, self.dataset)
+        Manifest::new(command.join(" "), self.device, self.device_name(), models, self.dataset)
     }
 }
 
@@ -129,7 +139,8 @@ impl SpecArgs {
 /// Batch size and pass chunking of attacks.
 #[derive(Args, Clone, Debug)]
 pub struct ExecArgs {
-    /// Attacks per batch (default: 1000 for MNIST and CIFAR-10, 25 for ImageNet).
+    /// Attacks per batch (default: 1000 for MNIST and CIFAR-10; for ImageNet 25 on a CPU,
+    /// 100 on a GPU).
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Images per forward/backward pass inside a batch (default: 64 on CPU, whole batch on GPU).
@@ -139,9 +150,16 @@ pub struct ExecArgs {
 
 impl ExecArgs {
     /// The execution settings on `device` for `dataset`.
-    pub fn execution(&self, device: DeviceKind, dataset: DatasetName) -> Result<Execution> {
-        let batch = self.batch_size.unwrap_or(dataset.info().default_batch_size);
-        let exec = Execution::for_device(device, batch)?;
+    pub fn execution(&self, device: DeviceChoice, dataset: DatasetName) -> Result<Execution> {
+        let backend = device.backend();
+        let info = dataset.info();
+        let default = if backend.is_cpu() {
+            info.default_batch_size
+        } else {
+            info.default_gpu_batch_size
+        };
+        let batch = self.batch_size.unwrap_or(default);
+        let exec = Execution::for_device(backend, batch)?;
         Ok(match self.pass_chunk {
             Some(chunk) => exec.with_pass_chunk(chunk),
             None => exec,
@@ -199,11 +217,11 @@ mod tests {
         let spec = args.spec_args.spec(args.common.dataset, false, args.steps).unwrap();
         assert_eq!(spec.norm_update(), NormUpdate::Ddn { gamma: 0.1 });
         assert_eq!(spec.steps(), 70);
-        let exec = args.exec.execution(DeviceKind::Flex, DatasetName::Mnist).unwrap();
+        let exec = args.exec.execution(DeviceChoice::FLEX, DatasetName::Mnist).unwrap();
         assert_eq!((exec.batch_size(), exec.pass_chunk()), (1000, 64));
         assert_eq!(
             args.exec
-                .execution(DeviceKind::Cuda, DatasetName::Mnist)
+                .execution("cuda".parse().unwrap(), DatasetName::Mnist)
                 .unwrap()
                 .pass_chunk(),
             0
@@ -249,7 +267,7 @@ mod tests {
             panic!("not the attack command")
         };
         assert!(args.spec_args.spec(DatasetName::Mnist, false, 10).is_err());
-        assert!(args.exec.execution(DeviceKind::Flex, DatasetName::Mnist).is_err());
+        assert!(args.exec.execution(DeviceChoice::FLEX, DatasetName::Mnist).is_err());
     }
 
     #[test]
@@ -260,7 +278,7 @@ mod tests {
             panic!("not the attack command")
         };
         assert_eq!(args.common.model, Some(anu::models::Architecture::EfficientNetLite0));
-        let exec = args.exec.execution(DeviceKind::Flex, args.common.dataset).unwrap();
+        let exec = args.exec.execution(DeviceChoice::FLEX, args.common.dataset).unwrap();
         assert_eq!(exec.batch_size(), 25);
         let spec = args.spec_args.spec(args.common.dataset, false, 100).unwrap();
         assert_eq!(
@@ -284,7 +302,7 @@ mod tests {
         assert_eq!(args.attacks, vec![AttackKind::Anu]);
         assert_eq!(
             args.exec
-                .execution(DeviceKind::Flex, DatasetName::Mnist)
+                .execution(DeviceChoice::FLEX, DatasetName::Mnist)
                 .unwrap()
                 .pass_chunk(),
             4

@@ -119,7 +119,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let train_set = args.common.load(Split::Train)?;
     let test_set = args.common.load(Split::Test)?;
     let start = std::time::Instant::now();
-    let exec = Execution::for_device(args.common.device, config.batch_size)?;
+    let exec = Execution::for_device(args.common.device.backend(), config.batch_size)?;
     let options = RunOptions {
         resume: args.resume,
         stop_after: args.stop_after_epochs,

@@ -32,8 +32,11 @@ pub struct DatasetInfo {
     pub augmentation: Augmentation,
     /// Targets of the paper's targeted attacks (Table 2).
     pub targets: TargetProtocol,
-    /// Attacks per batch unless `--batch-size` says otherwise (large images need small batches).
+    /// Attacks per batch on a CPU unless `--batch-size` says otherwise (large images need
+    /// small batches).
     pub default_batch_size: usize,
+    /// Attacks per batch on a GPU, where the whole batch goes through the model in one pass.
+    pub default_gpu_batch_size: usize,
 }
 
 /// Which target classes each image is attacked towards in Table 2.
@@ -78,6 +81,7 @@ const MNIST: DatasetInfo = DatasetInfo {
     augmentation: Augmentation::None,
     targets: TargetProtocol::AllOthers,
     default_batch_size: 1000,
+    default_gpu_batch_size: 1000,
 };
 
 const CIFAR10: DatasetInfo = DatasetInfo {
@@ -93,6 +97,7 @@ const CIFAR10: DatasetInfo = DatasetInfo {
     augmentation: Augmentation::CropFlip,
     targets: TargetProtocol::AllOthers,
     default_batch_size: 1000,
+    default_gpu_batch_size: 1000,
 };
 
 const IMAGENET_SAMPLE: DatasetInfo = DatasetInfo {
@@ -108,6 +113,7 @@ const IMAGENET_SAMPLE: DatasetInfo = DatasetInfo {
     augmentation: Augmentation::None,
     targets: TargetProtocol::Random { per_image: 20, seed: 0 },
     default_batch_size: 25,
+    default_gpu_batch_size: 100,
 };
 
 impl DatasetName {
