@@ -1,38 +1,228 @@
-//! File helpers: atomic writes so that a crash never leaves a half-written result, and JSON
-//! files read and written with errors that name the file.
+//! File helpers. Every file anu writes goes through [`write_atomic`]: the bytes go to a fresh
+//! temporary file beside the target, are synced, and the temporary file is renamed onto the
+//! target, so a crash or a full disk never leaves a half-written result and never leaves the
+//! temporary file behind. Only regular files are replaced: a symbolic link, a folder, a device
+//! or a FIFO at the target is refused. [`check_output_file`] and [`check_output_dir`] let a
+//! command find an unusable output path before its long work rather than after it. JSON files
+//! are read and written with errors that name the file.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
 
 use crate::error::{Error, Result};
 
-/// Writes `bytes` to `path` through a temporary file in the same folder, synced and renamed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
+/// A file operation that failed: the path, what was attempted, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {action}: {source}")]
+pub struct FileError {
+    /// The file or folder.
+    pub path: PathBuf,
+    /// What was attempted (`cannot write`, `cannot create the folder`, ...).
+    pub action: &'static str,
+    /// Why it failed.
+    #[source]
+    pub source: std::io::Error,
 }
 
-/// Writes `value` as pretty JSON to `path`, atomically.
+impl FileError {
+    /// `action` on `path` failed with `source`.
+    pub fn new(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
+        Self {
+            path: path.into(),
+            action,
+            source,
+        }
+    }
+
+    /// `path` cannot be written, for the reason `why`.
+    fn refused(path: &Path, kind: std::io::ErrorKind, why: String) -> Self {
+        Self::new(path, "cannot write", std::io::Error::new(kind, why))
+    }
+}
+
+impl From<FileError> for Error {
+    fn from(e: FileError) -> Self {
+        Error::Io {
+            path: e.path,
+            action: e.action,
+            source: e.source,
+        }
+    }
+}
+
+/// Writes `bytes` to `path`, creating its folder if needed, through a temporary file in the
+/// same folder that is synced and renamed onto `path`. `path` is refused when something other
+/// than a regular file is there. On any failure the temporary file is removed and `path` is
+/// left as it was. The new file gets the usual permissions of a new file (0666 less the umask).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::result::Result<(), FileError> {
+    let dir = parent_dir(path);
+    std::fs::create_dir_all(dir).map_err(|e| FileError::new(dir, "cannot create the folder", e))?;
+    refuse_non_regular(path)?;
+    let mut tmp = temp_file_beside(path)?;
+    fill(tmp.as_file_mut(), bytes).map_err(|e| FileError::new(path, "cannot write", e))?;
+    replace(tmp, path)
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically (see [`write_atomic`]).
 pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::Json {
         path: path.to_path_buf(),
         reason: format!("cannot serialise: {e}"),
     })?;
-    write_atomic(path, text.as_bytes()).map_err(|e| Error::io(path, "cannot write", e))
+    Ok(write_atomic(path, text.as_bytes())?)
+}
+
+/// Checks, before any long work, that [`write_atomic`] can later write `path`: its folder
+/// exists or can be created, new files can be made in it, and `path`, if present, is a regular
+/// file. Creates nothing (a probe file is made and removed at once).
+pub fn check_output_file(path: &Path) -> std::result::Result<(), FileError> {
+    check_folder_for(path, parent_dir(path))?;
+    refuse_non_regular(path)
+}
+
+/// Checks, before any long work, that results can later be written into the folder `dir`:
+/// it is a folder, or can be created, and new files can be made in it. Creates nothing (a
+/// probe file is made and removed at once).
+pub fn check_output_dir(dir: &Path) -> std::result::Result<(), FileError> {
+    check_folder_for(dir, dir)
+}
+
+/// The folder that holds `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Refuses `path` when something other than a regular file is there (the link itself is
+/// looked at, not what it points to). Nothing there is fine.
+fn refuse_non_regular(path: &Path) -> std::result::Result<(), FileError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() => Ok(()),
+        Ok(meta) => Err(FileError::refused(
+            path,
+            std::io::ErrorKind::AlreadyExists,
+            format!(
+                "it is {}, not a regular file; anu replaces only regular files (remove it or choose another path)",
+                describe(&meta.file_type())
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(FileError::new(path, "cannot inspect", e)),
+    }
+}
+
+/// What kind of file system entry `kind` is, in words.
+fn describe(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+        if kind.is_block_device() || kind.is_char_device() {
+            return "a device";
+        }
+    }
+    if kind.is_symlink() {
+        "a symbolic link"
+    } else if kind.is_dir() {
+        "a folder"
+    } else {
+        "a special file"
+    }
+}
+
+/// A new temporary file beside `path`, created exclusively under an unpredictable name
+/// (`.<name>.XXXXXX.tmp`); it is removed when dropped.
+fn temp_file_beside(path: &Path) -> std::result::Result<NamedTempFile, FileError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder
+        .tempfile_in(parent_dir(path))
+        .map_err(|e| FileError::new(path, "cannot create a temporary file beside", e))
+}
+
+/// Writes all of `bytes` to `file` and syncs it to the disk.
+fn fill(file: &mut std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Renames the finished temporary file onto `path`, after checking once more that `path`
+/// holds no special file. On failure the temporary file is removed.
+fn replace(tmp: NamedTempFile, path: &Path) -> std::result::Result<(), FileError> {
+    refuse_non_regular(path)?;
+    rename_onto(tmp, path)
+}
+
+/// Renames `tmp` onto `path`; on failure `tmp` is removed.
+fn rename_onto(tmp: NamedTempFile, path: &Path) -> std::result::Result<(), FileError> {
+    match tmp.persist(path) {
+        Ok(_) => Ok(()),
+        // Dropping the returned temporary file removes it.
+        Err(e) => Err(FileError::new(path, "cannot rename the temporary file onto", e.error)),
+    }
+}
+
+/// Checks that files for `target` can be made in `dir`: the nearest existing one of `dir` and
+/// its ancestors is a folder in which a new file can be created. Errors name `target`.
+fn check_folder_for(target: &Path, dir: &Path) -> std::result::Result<(), FileError> {
+    let existing = existing_ancestor(target, dir)?;
+    // An anonymous file where the system has them (nothing is left even if anu is killed),
+    // else an exclusively created one that is removed at once.
+    tempfile::tempfile_in(&existing).map(drop).map_err(|e| {
+        FileError::refused(
+            target,
+            e.kind(),
+            format!("cannot create files in the folder {}: {e}", existing.display()),
+        )
+    })
+}
+
+/// `dir` when it exists, else its nearest ancestor that does (the rest would be created on
+/// writing); refused when that is not a folder. Errors name `target`.
+fn existing_ancestor(target: &Path, dir: &Path) -> std::result::Result<PathBuf, FileError> {
+    for folder in dir.ancestors() {
+        let folder = if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            folder
+        };
+        match std::fs::metadata(folder) {
+            Ok(meta) if meta.is_dir() => return Ok(folder.to_path_buf()),
+            Ok(_) => {
+                return Err(FileError::refused(
+                    target,
+                    std::io::ErrorKind::NotADirectory,
+                    format!("{} is a file, not a folder", folder.display()),
+                ));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) => {}
+            Err(e) => return Err(FileError::new(folder, "cannot inspect", e)),
+        }
+    }
+    Ok(PathBuf::from("."))
 }
 
 /// What reading a JSON file found.
@@ -69,4 +259,104 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn writes_create_the_folder_and_replace_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/out.txt");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert_eq!(names(&dir.path().join("a/b")), ["out.txt"]);
+    }
+
+    #[test]
+    fn a_failed_rename_removes_the_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("busy");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("inside"), b"x").unwrap();
+        let mut tmp = temp_file_beside(&target).unwrap();
+        fill(tmp.as_file_mut(), b"data").unwrap();
+        let tmp_path = tmp.path().to_path_buf();
+        assert!(tmp_path.exists());
+        let err = rename_onto(tmp, &target).unwrap_err();
+        assert_eq!(err.path, target);
+        assert!(!tmp_path.exists(), "{} was left behind", tmp_path.display());
+        assert_eq!(names(dir.path()), ["busy"]);
+    }
+
+    #[test]
+    fn temporary_names_are_hidden_and_unpredictable() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("x.json");
+        let (a, b) = (temp_file_beside(&target).unwrap(), temp_file_beside(&target).unwrap());
+        for tmp in [&a, &b] {
+            let name = tmp.path().file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.starts_with(".x.json.") && name.ends_with(".tmp"), "{name}");
+            assert_ne!(name, format!(".x.json.{}.tmp", std::process::id()));
+        }
+        assert_ne!(a.path(), b.path());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_files_get_the_usual_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let ours = dir.path().join("ours");
+        write_atomic(&ours, b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&ours), mode(&plain));
+    }
+
+    #[test]
+    fn checks_accept_missing_paths_and_create_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        check_output_file(&dir.path().join("new/deeper/out.json")).unwrap();
+        check_output_dir(&dir.path().join("results/run1")).unwrap();
+        check_output_file(Path::new("bare-name.json")).unwrap();
+        std::fs::write(dir.path().join("old.json"), b"{}").unwrap();
+        check_output_file(&dir.path().join("old.json")).unwrap();
+        assert_eq!(names(dir.path()), ["old.json"]);
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_the_folder_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file.txt");
+        std::fs::write(&file, b"text").unwrap();
+        let target = file.join("sub/out.json");
+        for err in [
+            check_output_file(&target).unwrap_err(),
+            check_output_dir(&file).unwrap_err(),
+            write_atomic(&target, b"x").unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(text.contains(&*file.to_string_lossy()), "{text}");
+        }
+        assert!(
+            check_output_file(&target)
+                .unwrap_err()
+                .to_string()
+                .contains("not a folder")
+        );
+    }
 }

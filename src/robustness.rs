@@ -7,7 +7,7 @@ use burn::prelude::*;
 
 use crate::attack::{AttackSet, AttackSpec, Execution, Observer, attack_all};
 use crate::data::{Dataset, DatasetName};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::eval::predictions;
 use crate::figures::{Cell, Series, image_grid, line_chart};
 use crate::fsutil::{create_dir, write_atomic, write_json};
@@ -130,7 +130,7 @@ pub fn write_outputs(
         csv.push('\n');
     }
     let csv_path = out.join("robustness.csv");
-    write_atomic(&csv_path, csv.as_bytes()).map_err(|e| Error::io(&csv_path, "cannot write", e))?;
+    write_atomic(&csv_path, csv.as_bytes())?;
 
     let series: Vec<Series> = results
         .iter()

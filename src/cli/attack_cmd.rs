@@ -41,6 +41,7 @@ pub struct AttackArgs {
 }
 
 pub fn run(args: AttackArgs) -> Result<()> {
+    anu::fsutil::check_output_file(&args.json)?;
     at_least_one(args.n, "--n")?;
     let dataset = args.common.dataset;
     let spec = args.spec_args.spec(dataset, args.targeted, args.steps)?;

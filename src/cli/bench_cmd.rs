@@ -37,6 +37,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(path) = &args.json {
+        anu::fsutil::check_output_file(path)?;
+    }
     let device = args.common.device()?;
     let loaded = args.common.load_model(&args.model_file, &device)?;
     let data = args.common.load(Split::Test)?.take(1000);

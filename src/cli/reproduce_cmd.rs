@@ -48,6 +48,7 @@ pub struct ReproduceArgs {
 }
 
 pub fn run(args: ReproduceArgs) -> Result<()> {
+    anu::fsutil::check_output_dir(&args.out)?;
     let dataset = args.common.dataset;
     at_least_one(args.n, "--n")?;
     if args.budgets.as_ref().is_some_and(|b| b.is_empty() || b.contains(&0)) {

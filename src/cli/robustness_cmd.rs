@@ -43,6 +43,7 @@ pub struct RobustnessArgs {
 }
 
 pub fn run(args: RobustnessArgs) -> Result<()> {
+    anu::fsutil::check_output_dir(&args.out)?;
     let dataset = args.common.dataset;
     at_least_one(args.n, "--n")?;
     let spec = args.spec_args.spec(dataset, false, args.steps)?;

@@ -114,6 +114,11 @@ pub fn config(args: &TrainArgs) -> Result<TrainConfig> {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    anu::fsutil::check_output_file(&args.out)?;
+    anu::fsutil::check_output_dir(&anu::train::checkpoint_dir(&args.out))?;
+    if let Some(path) = &args.log_json {
+        anu::fsutil::check_output_file(path)?;
+    }
     let config = config(&args)?;
     let device = args.common.device()?;
     let train_set = args.common.load(Split::Train)?;

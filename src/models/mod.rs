@@ -55,6 +55,16 @@ pub enum ModelError {
     },
 }
 
+impl From<crate::fsutil::FileError> for ModelError {
+    fn from(e: crate::fsutil::FileError) -> Self {
+        ModelError::Io {
+            path: e.path,
+            action: e.action,
+            source: e.source,
+        }
+    }
+}
+
 /// What a classifier takes and gives: images of one shape, logits over some classes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InputSpec {

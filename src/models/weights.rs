@@ -54,11 +54,7 @@ pub fn save(model: &Classifier, arch: Architecture, path: &Path) -> Result<(), M
     let bytes = store
         .get_bytes()
         .map_err(|e| format_err(path, format!("cannot serialise the weights: {e}")))?;
-    crate::fsutil::write_atomic(path, &bytes).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        action: "cannot write",
-        source,
-    })
+    Ok(crate::fsutil::write_atomic(path, &bytes)?)
 }
 
 /// The architecture recorded in a weight file's metadata.

@@ -5,7 +5,7 @@ use std::path::Path;
 use super::rows::{Fig4Data, Row, Table};
 use crate::attack::AttackKind;
 use crate::data::DatasetName;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::figures::{Series, line_chart};
 use crate::fsutil::{write_atomic, write_json};
 
@@ -55,7 +55,7 @@ pub fn write_table(out: &Path, table: Table, dataset: DatasetName, model_file: &
     }
     for (ext, text) in [("md", md), ("csv", csv)] {
         let path = out.join(format!("{}.{ext}", table.stem()));
-        write_atomic(&path, text.as_bytes()).map_err(|e| Error::io(&path, "cannot write", e))?;
+        write_atomic(&path, text.as_bytes())?;
     }
     write_json(&out.join(format!("{}.json", table.stem())), rows)
 }

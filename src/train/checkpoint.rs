@@ -114,12 +114,12 @@ pub fn save(
         .into_bytes()
         .map_err(|e| corrupt(ckpt, format!("cannot serialise the model: {e:?}")))?;
     let weights_path = ckpt.join(&weights_name);
-    write_atomic(&weights_path, &record).map_err(|e| Error::io(&weights_path, "cannot write", e))?;
+    write_atomic(&weights_path, &record)?;
     let bytes = optimizer
         .into_bytes()
         .map_err(|e| corrupt(ckpt, format!("cannot serialise the optimiser: {e:?}")))?;
     let optim_path = ckpt.join(&optim_name);
-    write_atomic(&optim_path, &bytes).map_err(|e| Error::io(&optim_path, "cannot write", e))?;
+    write_atomic(&optim_path, &bytes)?;
     let index = CheckpointIndex {
         config: config.clone(),
         epochs_done: epoch,
