@@ -16,7 +16,7 @@ for spec in anu:70 ddn:100; do
   name="mnist-at-${spec%%:*}${spec##*:}"
   $anu train --dataset mnist --init-from models/mnist-cnn.safetensors --adversarial "${spec%%:*}" \
     --attack-steps "${spec##*:}" --max-norm 2.4 --epochs 1 --train-subset 10000 --optimizer sgd --lr 0.01 \
-    --schedule constant --out "runs/$name.safetensors" --log-json "runs/$name.json"
+    --schedule constant --out "runs/$name.safetensors" --log-json "runs/$name.json" --resume
 done
 
 # Clean accuracy on the 10000 test images of the models in $AT_DIR (default: the committed ones

@@ -12,7 +12,7 @@ model="${CIFAR_MODEL:-models/cifar-cnn.safetensors}"   # the committed model, be
 # -> runs/cifar-cnn.safetensors, per-epoch log in runs/cifar-train.json (about 250 s per epoch on
 # machine A). The committed models/cifar-cnn.safetensors was made with this command (80.81%).
 if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
-  $anu train --dataset cifar10 --epochs 15 --out runs/cifar-cnn.safetensors --log-json runs/cifar-train.json
+  $anu train --dataset cifar10 --epochs 15 --out runs/cifar-cnn.safetensors --log-json runs/cifar-train.json --resume
   $anu eval --dataset cifar10 --model-file runs/cifar-cnn.safetensors --json
 fi
 $anu eval --dataset cifar10 --model-file "$model" --json

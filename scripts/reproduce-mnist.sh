@@ -14,7 +14,7 @@ model=models/mnist-cnn.safetensors   # the committed base model, used by every s
 # Base model: 12 epochs, Adam 1e-3, cosine schedule, batch 128, seed 0 -> runs/mnist-cnn.safetensors
 # (the committed models/mnist-cnn.safetensors was made with this command; 99.46% test accuracy).
 if [[ "${SKIP_TRAIN:-0}" != 1 ]]; then
-  $anu train --dataset mnist --epochs 12 --out runs/mnist-cnn.safetensors --log-json runs/mnist-train.json
+  $anu train --dataset mnist --epochs 12 --out runs/mnist-cnn.safetensors --log-json runs/mnist-train.json --resume
   $anu eval --dataset mnist --model-file runs/mnist-cnn.safetensors --json
 fi
 $anu eval --dataset mnist --model-file "$model" --json

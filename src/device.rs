@@ -206,12 +206,14 @@ fn wgpu_device(index: Option<usize>, vulkan: bool) -> Result<Device> {
             unreachable!("refused above");
         }
         None => Ok(Device::wgpu(DeviceKind::DefaultDevice)),
-        Some(i) => found.into_iter().nth(i).ok_or_else(|| {
-            Error::Unavailable(format!(
-                "there is no graphics adapter {i}: wgpu lists {} (numbered from 0)",
-                Device::enumerate(device_type).into_vec().len()
-            ))
-        }),
+        Some(i) => {
+            let count = found.len();
+            found.into_iter().nth(i).ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "there is no graphics adapter {i}: wgpu lists {count} (numbered from 0)"
+                ))
+            })
+        }
     }
 }
 

@@ -225,6 +225,62 @@ fn existing_ancestor(target: &Path, dir: &Path) -> std::result::Result<PathBuf, 
     Ok(PathBuf::from("."))
 }
 
+/// Opens `path` for reading when it is a regular file (or a link to one), and returns the open
+/// file with its length. Anything else is refused before it is read: a device such as
+/// `/dev/zero` never ends, a FIFO blocks until someone writes to it, and neither is data.
+pub fn open_regular(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta.file_type()));
+    }
+    let file = std::fs::File::open(path)?;
+    // What was opened may differ from what was looked at if the path was replaced meanwhile.
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta.file_type()));
+    }
+    Ok((file, meta.len()))
+}
+
+/// The error for reading something that is not a regular file.
+fn not_regular(kind: &std::fs::FileType) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!(
+            "it is {}, not a regular file; anu reads only regular files",
+            describe(kind)
+        ),
+    )
+}
+
+/// Reads the whole of the regular file `path` (see [`open_regular`]) when it holds at most
+/// `limit` bytes. A larger file is refused before any of it is read, and one that grows past
+/// `limit` while it is read is refused too, so no more than `limit + 1` bytes are ever held.
+pub fn read_regular(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let (file, len) = open_regular(path)?;
+    if len > limit {
+        return Err(too_large(len, limit));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64, limit));
+    }
+    Ok(bytes)
+}
+
+/// The error for a file of `len` bytes where at most `limit` are accepted.
+pub fn too_large(len: u64, limit: u64) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::FileTooLarge,
+        format!("it holds {len} bytes or more, above the {limit} bytes accepted for such a file"),
+    )
+}
+
+/// Largest JSON file [`read_json`] reads (result and checkpoint index files are far smaller).
+pub const MAX_JSON_BYTES: u64 = 256 << 20;
+
 /// What reading a JSON file found.
 #[derive(Debug)]
 pub enum JsonFile<T> {
@@ -238,12 +294,12 @@ pub enum JsonFile<T> {
 
 /// Reads `path` as JSON, telling an absent file from a corrupt one.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> JsonFile<T> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    let bytes = match read_regular(path, MAX_JSON_BYTES) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return JsonFile::Absent,
         Err(e) => return JsonFile::Corrupt(format!("cannot read: {e}")),
     };
-    match serde_json::from_str(&text) {
+    match serde_json::from_slice(&bytes) {
         Ok(v) => JsonFile::Valid(v),
         Err(e) => JsonFile::Corrupt(format!("not valid JSON for this file: {e}")),
     }
@@ -257,8 +313,28 @@ pub fn create_dir(dir: &Path) -> Result<()> {
 /// Hex SHA-256 of a file's bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Hex SHA-256 of everything `reader` yields, read in small pieces (the bytes are never held
+/// whole).
+pub fn sha256_hex_of(mut reader: impl std::io::Read) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(hex(&hasher.finalize())),
+            Ok(n) => hasher.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Bytes as lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -69,9 +69,13 @@ pub struct TrainArgs {
     /// Output weight file (safetensors).
     #[arg(long)]
     out: PathBuf,
-    /// Continue from the checkpoint `<out>.ckpt/` if there is one.
+    /// Continue from the checkpoint `<out>.ckpt/` if there is one (made with the same flags).
     #[arg(long)]
     resume: bool,
+    /// Start over: delete a checkpoint in `<out>.ckpt/` (without --resume or --force, a
+    /// checkpoint there is never replaced).
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
     /// Stop after this many epochs in this run (the checkpoint lets `--resume` go on later).
     #[arg(long)]
     stop_after_epochs: Option<usize>,
@@ -120,6 +124,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         anu::fsutil::check_output_file(path)?;
     }
     let config = config(&args)?;
+    if !args.resume && !args.force {
+        // Before the data is loaded: a checkpoint in the way is refused at once.
+        anu::train::checkpoint::refuse_overwrite(&anu::train::checkpoint_dir(&args.out), &config)?;
+    }
     let device = args.common.device()?;
     let train_set = args.common.load(Split::Train)?;
     let test_set = args.common.load(Split::Test)?;
@@ -127,6 +135,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let exec = Execution::for_device(args.common.device.backend(), config.batch_size)?;
     let options = RunOptions {
         resume: args.resume,
+        force: args.force,
         stop_after: args.stop_after_epochs,
         progress: true,
         attack_pass_chunk: args.pass_chunk.unwrap_or(exec.pass_chunk()),

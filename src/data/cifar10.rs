@@ -2,10 +2,12 @@
 
 use std::path::Path;
 
-use super::{DataError, Dataset, Label, Split, find_file, read_maybe_gz};
+use super::{DataError, DataFile, Dataset, Label, Split, find_file};
 
 /// Bytes of one record: the label and a 3x32x32 image.
 pub const RECORD_BYTES: usize = 1 + 3 * 32 * 32;
+/// Records in each batch file: every CIFAR-10 batch, training or test, holds exactly this many.
+pub const RECORDS_PER_BATCH: usize = 10_000;
 
 fn batch_names(split: Split) -> Vec<&'static str> {
     match split {
@@ -27,7 +29,7 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset, DataError> {
     let mut last = None;
     for name in batch_names(split) {
         let path = find_file(dir, &[format!("{name}.bin.gz"), format!("{name}.bin")])?;
-        let (p, l) = parse_records(&path, &read_maybe_gz(&path)?)?;
+        let (p, l) = parse_records(&path, &read_batch(&path)?)?;
         pixels.extend(p);
         labels.extend(l);
         last = Some(path);
@@ -38,7 +40,17 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset, DataError> {
     })
 }
 
-/// Parses concatenated CIFAR-10 binary records.
+/// Reads the bytes of one batch file, which must hold exactly [`RECORDS_PER_BATCH`] records
+/// (no more is read, whatever the file holds).
+pub fn read_batch(path: &Path) -> Result<Vec<u8>, DataError> {
+    DataFile::open(path)?.payload(
+        RECORDS_PER_BATCH * RECORD_BYTES,
+        &format!("a CIFAR-10 batch ({RECORDS_PER_BATCH} records of {RECORD_BYTES} bytes)"),
+    )
+}
+
+/// Parses concatenated CIFAR-10 binary records (any number of them; [`load`] also checks that
+/// each batch file holds [`RECORDS_PER_BATCH`]).
 pub fn parse_records(path: &Path, bytes: &[u8]) -> Result<(Vec<u8>, Vec<Label>), DataError> {
     if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_BYTES) {
         return Err(DataError::format(

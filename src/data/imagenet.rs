@@ -15,6 +15,10 @@ pub const CROP: usize = 224;
 pub const RESIZE: usize = 224;
 /// Number of ImageNet classes.
 pub const CLASSES: usize = 1000;
+/// Most images an index may list (the ImageNet validation set has 50000).
+pub const MAX_IMAGES: usize = 50_000;
+/// Largest `images.tsv` read (a line per image; 50000 lines take about 4 MB).
+pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 
 /// One line of `images.tsv`.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +27,8 @@ pub struct Entry {
     pub file: String,
     /// Class index.
     pub label: Label,
+    /// Line of `images.tsv` (1-based) that lists the image.
+    pub line: usize,
 }
 
 /// Parses `images.tsv`: a header line, then `file<TAB>class index[<TAB>...]` per image.
@@ -56,9 +62,16 @@ pub fn parse_index(path: &Path, text: &str) -> Result<Vec<Entry>, DataError> {
                 format!("line {}: `{file}` is not a file name", i + 2),
             ));
         }
+        if entries.len() == MAX_IMAGES {
+            return Err(DataError::format(
+                path,
+                format!("line {}: more than {MAX_IMAGES} images are listed", i + 2),
+            ));
+        }
         entries.push(Entry {
             file: file.to_string(),
             label: label as Label,
+            line: i + 2,
         });
     }
     if entries.is_empty() {
@@ -67,10 +80,11 @@ pub fn parse_index(path: &Path, text: &str) -> Result<Vec<Entry>, DataError> {
     Ok(entries)
 }
 
-/// Decodes one image and returns its RESIZE/CROP-preprocessed pixels, channel-major RGB.
+/// Decodes one image (a regular file) and returns its RESIZE/CROP-preprocessed pixels,
+/// channel-major RGB.
 pub fn load_image(path: &Path) -> Result<Vec<u8>, DataError> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| DataError::io(path, e))?
+    let (file, _) = crate::fsutil::open_regular(path).map_err(|e| DataError::io(path, e))?;
+    let reader = image::ImageReader::new(std::io::BufReader::new(file))
         .with_guessed_format()
         .map_err(|e| DataError::io(path, e))?;
     let decoded = reader
@@ -122,20 +136,46 @@ pub fn load(dir: &Path, split: Split) -> Result<Dataset, DataError> {
             index.display()
         )));
     }
-    let text = std::fs::read_to_string(&index).map_err(|e| DataError::io(&index, e))?;
+    let bytes = crate::fsutil::read_regular(&index, MAX_INDEX_BYTES).map_err(|e| DataError::io(&index, e))?;
+    let text = String::from_utf8(bytes).map_err(|_| DataError::format(&index, "is not UTF-8 text"))?;
     let entries = parse_index(&index, &text)?;
+    // Every listed file is looked at before the slow decoding starts.
+    for entry in &entries {
+        check_listed_file(&index, dir, entry)?;
+    }
     let mut pixels = Vec::with_capacity(entries.len() * 3 * CROP * CROP);
     for entry in &entries {
-        pixels.extend(load_image(&dir.join("images").join(&entry.file))?);
+        let image = load_image(&dir.join("images").join(&entry.file)).map_err(|e| listed(&index, entry, e))?;
+        pixels.extend(image);
     }
     let labels = entries.iter().map(|e| e.label).collect();
     Dataset::new(pixels, labels, [3, CROP, CROP], CLASSES).map_err(|e| DataError::format(&index, e.to_string()))
 }
 
+/// An error about the image listed by `entry`, naming the index file and the line.
+fn listed(index: &Path, entry: &Entry, error: DataError) -> DataError {
+    DataError::format(index, format!("line {}: {error}", entry.line))
+}
+
+/// Refuses a listed image that is missing or not a regular file, naming the index line.
+fn check_listed_file(index: &Path, dir: &Path, entry: &Entry) -> Result<(), DataError> {
+    let path = dir.join("images").join(&entry.file);
+    let problem = match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_file() => return Ok(()),
+        Ok(_) => "not a regular file".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such file".to_string(),
+        Err(e) => format!("cannot read: {e}"),
+    };
+    Err(DataError::format(
+        index,
+        format!("line {}: {}: {problem}", entry.line, path.display()),
+    ))
+}
+
 /// Class names from `dir/imagenet_classes.tsv` (`index<TAB>wnid<TAB>name`), when it is there
 /// and names every class.
 pub fn class_names(dir: &Path) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(dir.join("imagenet_classes.tsv")).ok()?;
+    let text = super::read_optional_text(&dir.join("imagenet_classes.tsv"))?;
     let names: Vec<String> = text
         .lines()
         .skip(1)
@@ -157,7 +197,8 @@ mod tests {
             ok[1],
             Entry {
                 file: "b.JPEG".into(),
-                label: 999
+                label: 999,
+                line: 3,
             }
         );
         for (bad, why) in [

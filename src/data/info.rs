@@ -137,7 +137,7 @@ impl DatasetInfo {
         {
             return names;
         }
-        let from_file: Vec<String> = std::fs::read_to_string(data_dir.join(self.folder).join("batches.meta.txt"))
+        let from_file: Vec<String> = super::read_optional_text(&data_dir.join(self.folder).join("batches.meta.txt"))
             .unwrap_or_default()
             .lines()
             .map(str::trim)

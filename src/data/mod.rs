@@ -234,24 +234,124 @@ pub fn load(name: DatasetName, data_dir: &Path, split: Split) -> Result<Dataset,
     }
 }
 
-/// Reads a whole file, gunzipping it when its name ends in `.gz`.
-pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    use std::io::Read;
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| DataError::format(path, format!("corrupt or truncated gzip data: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+/// A data file opened for reading, gunzipped on the fly when its name ends in `.gz` (several
+/// gzip members one after another, as `cat a.gz b.gz` makes, count as one stream). Loaders
+/// read the header first, check it against the data set, then read exactly the bytes the
+/// header implies: however large a file is, or whatever a small gzip file would inflate to,
+/// no more than that is ever read or held.
+pub(crate) struct DataFile {
+    path: PathBuf,
+    gzip: bool,
+    reader: Box<dyn std::io::Read>,
+}
+
+impl DataFile {
+    /// Opens `path`, which must be a regular file.
+    pub(crate) fn open(path: &Path) -> Result<Self, DataError> {
+        let (file, _) = crate::fsutil::open_regular(path).map_err(|e| DataError::io(path, e))?;
+        let buffered = std::io::BufReader::new(file);
+        let gzip = path.extension().is_some_and(|e| e == "gz");
+        let reader: Box<dyn std::io::Read> = match gzip {
+            true => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+            false => Box::new(buffered),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            gzip,
+            reader,
+        })
+    }
+
+    /// The file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the `N` bytes of a header; `what` names it in the error for a shorter file.
+    pub(crate) fn header<const N: usize>(&mut self, what: &str) -> Result<[u8; N], DataError> {
+        let mut header = [0u8; N];
+        let got = self.fill(&mut header)?;
+        if got < N {
+            return Err(DataError::format(
+                &self.path,
+                format!("file too short for {what} ({got} bytes)"),
+            ));
+        }
+        Ok(header)
+    }
+
+    /// Reads the next `len` bytes, then checks the file ends there: a shorter file is
+    /// truncated, a longer one holds data that `what` (the content the header describes) does
+    /// not account for. At most `len + 1` bytes are read.
+    pub(crate) fn payload(&mut self, len: usize, what: &str) -> Result<Vec<u8>, DataError> {
+        use std::io::Read;
+        let mut body = Vec::with_capacity(len);
+        (&mut self.reader)
+            .take(len as u64)
+            .read_to_end(&mut body)
+            .map_err(|e| self.read_error(e))?;
+        if body.len() < len {
+            return Err(DataError::format(
+                &self.path,
+                format!(
+                    "the file ends after {} of the {len} bytes of {what} (truncated or corrupt)",
+                    body.len()
+                ),
+            ));
+        }
+        if self.fill(&mut [0u8; 1])? > 0 {
+            return Err(DataError::format(
+                &self.path,
+                format!("the file holds more than the {len} bytes of {what} (trailing data)"),
+            ));
+        }
+        Ok(body)
+    }
+
+    /// Reads into `buf` until it is full or the file ends; returns the number of bytes read.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<usize, DataError> {
+        use std::io::Read;
+        let mut got = 0;
+        while got < buf.len() {
+            match self.reader.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.read_error(e)),
+            }
+        }
+        Ok(got)
+    }
+
+    /// A read failure: in a gzip file, corrupt compressed data (or something other than gzip
+    /// data after its end); otherwise an I/O error.
+    fn read_error(&self, e: std::io::Error) -> DataError {
+        use std::io::ErrorKind::{InvalidData, InvalidInput, UnexpectedEof};
+        if self.gzip && matches!(e.kind(), InvalidData | InvalidInput | UnexpectedEof) {
+            DataError::format(
+                &self.path,
+                format!("corrupt or truncated gzip data, or other data after it: {e}"),
+            )
+        } else {
+            DataError::io(&self.path, e)
+        }
     }
 }
 
-/// The first of `names` that exists in `dir`, else an error listing them all.
+/// Largest optional text file read beside the data (class names).
+const MAX_TEXT_BYTES: u64 = 4 << 20;
+
+/// The text of a small optional file (such as a list of class names), when it is a regular
+/// file of at most a few megabytes holding UTF-8 text.
+pub(crate) fn read_optional_text(path: &Path) -> Option<String> {
+    let bytes = crate::fsutil::read_regular(path, MAX_TEXT_BYTES).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The first of `names` that exists in `dir`, else an error listing them all. (What is found
+/// is opened only if it is a regular file: see [`DataFile::open`].)
 pub(crate) fn find_file(dir: &Path, names: &[String]) -> Result<PathBuf, DataError> {
-    names.iter().map(|n| dir.join(n)).find(|p| p.is_file()).ok_or_else(|| {
+    names.iter().map(|n| dir.join(n)).find(|p| p.exists()).ok_or_else(|| {
         DataError::Missing(format!(
             "none of {} found in {} (set --data-dir or ANU_DATA to the folder that holds the data sets)",
             names.join(", "),

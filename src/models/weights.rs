@@ -13,6 +13,14 @@ use crate::data::DatasetName;
 /// Metadata key that records the architecture.
 pub const ARCH_KEY: &str = "anu.architecture";
 
+/// Largest weight file read, of either format: several times the largest built-in
+/// architecture (WRN-28-10, about 146 MB of 32-bit floats). A larger file is refused before
+/// any of it is read.
+pub const MAX_WEIGHT_FILE_BYTES: u64 = 1 << 30;
+
+/// Largest safetensors header read (the limit of the safetensors format itself).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 /// A model read from a file, with what identifies it.
 #[derive(Debug)]
 pub struct LoadedModel {
@@ -43,6 +51,90 @@ fn format_err(path: &Path, reason: impl Into<String>) -> ModelError {
         path: path.to_path_buf(),
         reason: reason.into(),
     }
+}
+
+/// A failure to read `path`.
+fn read_err(path: &Path, source: std::io::Error) -> ModelError {
+    ModelError::Io {
+        path: path.to_path_buf(),
+        action: "cannot read",
+        source,
+    }
+}
+
+/// Opens a weight file: a regular file of at most [`MAX_WEIGHT_FILE_BYTES`]. Returns the open
+/// file and its length.
+fn open_weights(path: &Path) -> Result<(std::fs::File, u64), ModelError> {
+    let (file, len) = crate::fsutil::open_regular(path).map_err(|e| read_err(path, e))?;
+    if len > MAX_WEIGHT_FILE_BYTES {
+        return Err(read_err(path, crate::fsutil::too_large(len, MAX_WEIGHT_FILE_BYTES)));
+    }
+    Ok((file, len))
+}
+
+/// Reads a safetensors file whole, after checking that its length is what its header
+/// declares (the 8-byte header length, the header, then the tensor data it describes): a
+/// file is read only up to the size its header accounts for, and no further.
+fn read_safetensors(path: &Path) -> Result<Vec<u8>, ModelError> {
+    use std::io::Read;
+    let (file, len) = open_weights(path)?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut prefix = [0u8; 8];
+    if len < 8 {
+        return Err(format_err(path, format!("not a safetensors file: only {len} bytes")));
+    }
+    reader.read_exact(&mut prefix).map_err(|e| read_err(path, e))?;
+    let header_len = u64::from_le_bytes(prefix);
+    if header_len > MAX_HEADER_BYTES || header_len > len - 8 {
+        return Err(format_err(
+            path,
+            format!("not a safetensors file: its header length {header_len} does not fit in the {len}-byte file"),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    bytes.extend_from_slice(&prefix);
+    (&mut reader)
+        .take(header_len)
+        .read_to_end(&mut bytes)
+        .map_err(|e| read_err(path, e))?;
+    let data_len = declared_data_len(path, &bytes[8..])?;
+    let expected = 8 + header_len + data_len;
+    if expected != len {
+        return Err(format_err(
+            path,
+            format!(
+                "the header describes {data_len} bytes of tensor data but the file holds {} (truncated or corrupt)",
+                len - 8 - header_len
+            ),
+        ));
+    }
+    reader
+        .take(data_len + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| read_err(path, e))?;
+    if bytes.len() as u64 != len {
+        return Err(format_err(path, "the file changed while it was read"));
+    }
+    Ok(bytes)
+}
+
+/// The bytes of tensor data a safetensors header declares: the largest end offset of its
+/// tensors.
+fn declared_data_len(path: &Path, header: &[u8]) -> Result<u64, ModelError> {
+    let invalid = |why: String| format_err(path, format!("not a valid safetensors file: {why}"));
+    let entries: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| invalid(format!("unreadable header: {e}")))?;
+    let mut end = 0u64;
+    for (name, entry) in entries.iter().filter(|(name, _)| *name != "__metadata__") {
+        let offset = entry
+            .get("data_offsets")
+            .and_then(|o| o.as_array())
+            .filter(|o| o.len() == 2)
+            .and_then(|o| o[1].as_u64())
+            .ok_or_else(|| invalid(format!("tensor {name} has no valid data offsets")))?;
+        end = end.max(offset);
+    }
+    Ok(end)
 }
 
 /// Writes `model` to `path` atomically (a temporary file renamed over the target).
@@ -103,28 +195,35 @@ pub fn load_as(path: &Path, arch: Option<Architecture>, device: &Device) -> Resu
 /// Refuses a model with a parameter or buffer that is not 32-bit float or holds a NaN or an
 /// infinity, naming the tensor: such a model would panic or give meaningless attacks.
 pub fn check_weights(model: &impl ModuleSnapshot, path: &Path) -> Result<(), ModelError> {
+    match weight_problem(model) {
+        Some(problem) => Err(format_err(path, problem)),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with `model`'s weights, if anything: the first parameter or buffer that is
+/// not 32-bit float or holds a NaN or an infinity, by name.
+pub fn weight_problem(model: &impl ModuleSnapshot) -> Option<String> {
     for tensor in model.collect(None, None, false) {
         if tensor.dtype != burn::tensor::DType::F32 {
-            return Err(format_err(
-                path,
-                format!("tensor {} is {:?}, not 32-bit float", tensor.name, tensor.dtype),
+            return Some(format!(
+                "tensor {} is {:?}, not 32-bit float",
+                tensor.name, tensor.dtype
             ));
         }
-        let bytes = tensor
-            .to_bytes()
-            .map_err(|e| format_err(path, format!("tensor {}: cannot read its values: {e:?}", tensor.name)))?;
+        let bytes = match tensor.to_bytes() {
+            Ok(bytes) => bytes,
+            Err(e) => return Some(format!("tensor {}: cannot read its values: {e:?}", tensor.name)),
+        };
         let bad = bytes
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .position(|v| !v.is_finite());
         if let Some(i) = bad {
-            return Err(format_err(
-                path,
-                format!("tensor {} holds a non-finite value (element {i})", tensor.name),
-            ));
+            return Some(format!("tensor {} holds a non-finite value (element {i})", tensor.name));
         }
     }
-    Ok(())
+    None
 }
 
 /// A loaded model, after [`check_weights`].
@@ -138,15 +237,14 @@ fn checked(arch: Architecture, model: Classifier, path: &Path, sha256: String) -
     })
 }
 
-/// Reads a PyTorch state dict of `arch` (see [`read_pytorch_into`]).
+/// Reads a PyTorch state dict of `arch` (see [`read_pytorch_into`]). The file must be a
+/// regular file of at most [`MAX_WEIGHT_FILE_BYTES`]; it is hashed in small pieces (never held
+/// whole) and refused if it changes before the weights are loaded from it.
 pub fn load_pytorch(path: &Path, arch: Architecture, device: &Device) -> Result<LoadedModel, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        action: "cannot read",
-        source,
-    })?;
-    let sha256 = crate::fsutil::sha256_hex(&bytes);
-    drop(bytes);
+    use std::io::Read;
+    let (file, _) = open_weights(path)?;
+    let before = identity(&file).map_err(|e| read_err(path, e))?;
+    let sha256 = crate::fsutil::sha256_hex_of((&file).take(MAX_WEIGHT_FILE_BYTES)).map_err(|e| read_err(path, e))?;
     let mut model = Classifier::new(arch, device);
     read_pytorch_into(&mut model, path).map_err(|e| match e {
         ModelError::Format { path, reason } => ModelError::Format {
@@ -155,7 +253,32 @@ pub fn load_pytorch(path: &Path, arch: Architecture, device: &Device) -> Result<
         },
         other => other,
     })?;
+    let unchanged = std::fs::metadata(path).is_ok_and(|m| file_identity(&m) == before);
+    if !unchanged {
+        return Err(format_err(path, "the file changed while it was read"));
+    }
     checked(arch, model, path, sha256)
+}
+
+/// What identifies a file's content without reading it: its length and modification time
+/// (and, on Unix, the device and inode).
+type FileIdentity = (u64, Option<std::time::SystemTime>, u64, u64);
+
+/// The [`FileIdentity`] of an open file.
+fn identity(file: &std::fs::File) -> std::io::Result<FileIdentity> {
+    Ok(file_identity(&file.metadata()?))
+}
+
+/// The [`FileIdentity`] in a file's metadata.
+fn file_identity(meta: &std::fs::Metadata) -> FileIdentity {
+    #[cfg(unix)]
+    let (dev, ino) = {
+        use std::os::unix::fs::MetadataExt;
+        (meta.dev(), meta.ino())
+    };
+    #[cfg(not(unix))]
+    let (dev, ino) = (0, 0);
+    (meta.len(), meta.modified().ok(), dev, ino)
 }
 
 /// Loads a PyTorch state dict (`.pth`/`.pt`, zip or legacy pickle) into `module`, matching
@@ -194,13 +317,10 @@ pub fn read_pytorch_into<M: ModuleSnapshot>(module: &mut M, path: &Path) -> Resu
     ))
 }
 
-/// Reads a weight file written by [`save`] into a model on `device`.
+/// Reads a weight file written by [`save`] into a model on `device`. Only a regular file is
+/// read, and only as far as its header accounts for (see [`MAX_WEIGHT_FILE_BYTES`]).
 pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        action: "cannot read",
-        source,
-    })?;
+    let bytes = read_safetensors(path)?;
     let arch = read_architecture(path, &bytes)?;
     // The header was valid; now check every tensor's data lies inside the file.
     safetensors::SafeTensors::deserialize(&bytes)

@@ -78,8 +78,9 @@ pub fn run_epoch(
         let loss_value = loss.clone().inner().into_scalar::<f32>() as f64;
         if !loss_value.is_finite() {
             return Err(Error::Training(format!(
-                "diverged: loss is {loss_value} at epoch {} batch {bi}; lower --lr",
-                epoch + 1
+                "diverged: the loss is {loss_value} at epoch {} batch {} of {batches_per_epoch}; nothing of this epoch was saved; lower --lr",
+                epoch + 1,
+                bi + 1
             )));
         }
         loss_sum += loss_value * chunk.len() as f64;

@@ -33,6 +33,9 @@ pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
 pub struct RunOptions {
     /// Continue from the checkpoint `<out>.ckpt/` when there is one.
     pub resume: bool,
+    /// Start over, deleting a checkpoint in `<out>.ckpt/` (without it, a run that does not
+    /// resume refuses to replace a checkpoint).
+    pub force: bool,
     /// Stop (after checkpointing) once this many epochs have run in this invocation; a later
     /// `resume` continues exactly where it stopped.
     pub stop_after: Option<usize>,
@@ -46,6 +49,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         Self {
             resume: false,
+            force: false,
             stop_after: None,
             progress: false,
             attack_pass_chunk: CPU_PASS_CHUNK,
@@ -55,6 +59,11 @@ impl Default for RunOptions {
 
 /// Trains a model; writes it to `out` once all epochs are done. Returns the per-epoch log
 /// (of all epochs so far, resumed ones included).
+///
+/// Training stops with an error at the first non-finite loss, and weights holding a NaN or an
+/// infinity are never saved, neither as a checkpoint nor as the final model. A checkpoint
+/// already in `<out>.ckpt/` is continued with `options.resume`, deleted with `options.force`,
+/// and otherwise refused.
 pub fn train(
     config: &TrainConfig,
     train_set: &Dataset,
@@ -64,6 +73,11 @@ pub fn train(
     options: &RunOptions,
 ) -> Result<Vec<EpochLog>> {
     config.validate()?;
+    if options.resume && options.force {
+        return Err(Error::Invalid(
+            "--resume continues a checkpoint and --force deletes it: pass only one".into(),
+        ));
+    }
     let train_set = match config.train_subset {
         Some(n) => train_set.take(n),
         None => train_set.clone(),
@@ -74,6 +88,9 @@ pub fn train(
     device.seed(config.seed);
     let model = initial_model(config, &device.clone().autodiff())?;
     let ckpt = checkpoint_dir(out);
+    if !options.resume {
+        checkpoint::prepare_fresh_start(&ckpt, config, options.force)?;
+    }
     let (mut model, mut optim, mut log) = match options.resume {
         true => match checkpoint::restore(&ckpt, config, model.clone(), config.optimizer())? {
             Some(restored) => {
@@ -91,6 +108,7 @@ pub fn train(
         .map_or(config.epochs, |n| (first + n).min(config.epochs));
     for epoch in first..last {
         let (trained, optimizer, entry) = epoch::run_epoch(config, &train_set, model, optim, epoch, device, options)?;
+        ensure_finite(&trained, Some(epoch + 1))?;
         model = trained;
         optim = optimizer;
         let test_accuracy = match test_set {
@@ -103,9 +121,22 @@ pub fn train(
         checkpoint::save(&ckpt, config, &model, &optim, &log)?;
     }
     if log.len() == config.epochs {
+        ensure_finite(&model, None)?;
         weights::save(&model, config.arch, out)?;
     }
     Ok(log)
+}
+
+/// Refuses weights that hold a NaN or an infinity (after epoch `epoch`, 1-based, when given),
+/// so that they are never saved.
+fn ensure_finite(model: &Classifier, epoch: Option<usize>) -> Result<()> {
+    let Some(problem) = weights::weight_problem(model) else {
+        return Ok(());
+    };
+    let when = epoch.map_or(String::new(), |e| format!(" after epoch {e}"));
+    Err(Error::Training(format!(
+        "diverged: the weights are not finite{when} ({problem}); nothing was saved; lower --lr"
+    )))
 }
 
 /// The model training starts from: the weights of `init_from`, or a fresh initialisation.
