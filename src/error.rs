@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::attack::SpecError;
 use crate::data::DataError;
+use crate::data::fetch::FetchError;
 use crate::models::ModelError;
 
 /// A failure of a library operation.
@@ -12,6 +13,9 @@ pub enum Error {
     /// A data file could not be read or is malformed.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// A data set could not be downloaded.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
     /// A model file could not be read, written or used.
     #[error(transparent)]
     Model(#[from] ModelError),

@@ -4,7 +4,10 @@
 //! temporary file behind. Only regular files are replaced: a symbolic link, a folder, a device
 //! or a FIFO at the target is refused. [`check_output_file`] and [`check_output_dir`] let a
 //! command find an unusable output path before its long work rather than after it. JSON files
-//! are read and written with errors that name the file.
+//! are read and written with errors that name the file. A download, too large to hold and meant
+//! to survive an interruption, grows in a hidden partial file beside its target
+//! ([`partial_path`], [`open_partial`]) and is renamed onto the target only once it is complete
+//! and verified ([`finish_partial`]); the same rules hold for it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -63,6 +66,63 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::result::Result<(), FileEr
     let mut tmp = temp_file_beside(path)?;
     fill(tmp.as_file_mut(), bytes).map_err(|e| FileError::new(path, "cannot write", e))?;
     replace(tmp, path)
+}
+
+/// The partial file in which a download of `target` grows: `.<name>.part` beside it. Its name
+/// is fixed, so that an interrupted download can be found and continued later.
+pub fn partial_path(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parent_dir(target).join(format!(".{name}.part"))
+}
+
+/// Bytes already in the partial file `path` (0 when there is none). Anything there other than a
+/// regular file is refused.
+pub fn partial_len(path: &Path) -> std::result::Result<u64, FileError> {
+    refuse_non_regular(path)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => Ok(meta.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(FileError::new(path, "cannot inspect", e)),
+    }
+}
+
+/// Opens the partial file `path` for writing, creating its folder if needed: with `resume`,
+/// what it holds is kept and new bytes go after it; otherwise it starts empty. Anything there
+/// other than a regular file is refused.
+pub fn open_partial(path: &Path, resume: bool) -> std::result::Result<std::fs::File, FileError> {
+    let dir = parent_dir(path);
+    std::fs::create_dir_all(dir).map_err(|e| FileError::new(dir, "cannot create the folder", e))?;
+    refuse_non_regular(path)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true);
+    if resume {
+        options.append(true);
+    } else {
+        options.write(true).truncate(true);
+    }
+    options.open(path).map_err(|e| FileError::new(path, "cannot write", e))
+}
+
+/// Puts the complete, verified partial file `partial` in place as `target`: it is synced and
+/// renamed onto `target`, which is refused when something other than a regular file is there.
+/// On failure `target` is left as it was.
+pub fn finish_partial(partial: &Path, target: &Path) -> std::result::Result<(), FileError> {
+    let file = std::fs::File::open(partial).map_err(|e| FileError::new(partial, "cannot open", e))?;
+    file.sync_all().map_err(|e| FileError::new(partial, "cannot sync", e))?;
+    refuse_non_regular(target)?;
+    std::fs::rename(partial, target).map_err(|e| FileError::new(target, "cannot rename the download onto", e))
+}
+
+/// Removes the file `path` if it is there (a partial or rejected download).
+pub fn remove_if_present(path: &Path) -> std::result::Result<(), FileError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(FileError::new(path, "cannot remove", e)),
+    }
 }
 
 /// Writes `value` as pretty JSON to `path`, atomically (see [`write_atomic`]).
@@ -412,6 +472,45 @@ mod tests {
         std::fs::write(dir.path().join("old.json"), b"{}").unwrap();
         check_output_file(&dir.path().join("old.json")).unwrap();
         assert_eq!(names(dir.path()), ["old.json"]);
+    }
+
+    #[test]
+    fn a_partial_download_grows_beside_its_target_and_is_renamed_onto_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("sub/data.gz");
+        let partial = partial_path(&target);
+        assert_eq!(partial, dir.path().join("sub/.data.gz.part"));
+        assert_eq!(partial_len(&partial).unwrap(), 0);
+        open_partial(&partial, false).unwrap().write_all(b"abc").unwrap();
+        open_partial(&partial, true).unwrap().write_all(b"def").unwrap();
+        assert_eq!(partial_len(&partial).unwrap(), 6);
+        open_partial(&partial, false).unwrap().write_all(b"xy").unwrap();
+        assert_eq!(std::fs::read(&partial).unwrap(), b"xy", "without resume it starts anew");
+
+        // A folder at the target is refused and the download kept.
+        std::fs::create_dir(&target).unwrap();
+        assert!(finish_partial(&partial, &target).is_err());
+        assert_eq!(partial_len(&partial).unwrap(), 2);
+        std::fs::remove_dir(&target).unwrap();
+        finish_partial(&partial, &target).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"xy");
+        assert_eq!(names(&dir.path().join("sub")), ["data.gz"]);
+        remove_if_present(&partial).unwrap();
+        remove_if_present(&target).unwrap();
+        assert!(names(&dir.path().join("sub")).is_empty());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_link_in_place_of_a_partial_download_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"keep").unwrap();
+        let partial = partial_path(&dir.path().join("data.gz"));
+        std::os::unix::fs::symlink(&elsewhere, &partial).unwrap();
+        assert!(partial_len(&partial).is_err());
+        assert!(open_partial(&partial, true).is_err());
+        assert_eq!(std::fs::read(&elsewhere).unwrap(), b"keep");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod common;
 
+use anu::data::fetch::{self, FetchOptions};
 use anu::data::{self, DatasetName, Split};
 
 #[test]
@@ -48,4 +49,21 @@ fn cifar10_test_set_has_known_shape_and_balanced_labels() {
     assert_eq!(&test.labels[..4], &[3, 8, 8, 0]);
     let names = DatasetName::Cifar10.info().class_names(&common::data_dir());
     assert_eq!(names[3], "cat");
+}
+
+#[test]
+fn the_download_checksums_are_those_of_the_data_folder() {
+    // `anu data fetch` finds every file of the data folder intact and asks no server (the
+    // address below refuses connections), which checks the SHA-256 constants it uses.
+    let options = FetchOptions {
+        attempts: 1,
+        progress: false,
+        ..FetchOptions::default()
+    };
+    let nowhere = ["http://127.0.0.1:9/".to_string()];
+    for (dataset, files) in [(DatasetName::Mnist, 4), (DatasetName::Cifar10, 6)] {
+        let report = fetch::fetch_dataset(dataset, &common::data_dir(), &nowhere, &options).unwrap();
+        assert_eq!((report.present.len(), report.written.len()), (files, 0), "{dataset}");
+        assert_eq!(report.bytes_downloaded, 0);
+    }
 }

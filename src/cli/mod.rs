@@ -3,6 +3,7 @@
 
 mod attack_cmd;
 mod bench_cmd;
+mod data_cmd;
 mod eval_cmd;
 mod reproduce_cmd;
 mod robustness_cmd;
@@ -42,6 +43,8 @@ enum Command {
     Robustness(robustness_cmd::RobustnessArgs),
     /// Measure attack-iteration throughput (images x iterations per second, % of FLOP peak).
     Bench(bench_cmd::BenchArgs),
+    /// Manage the data folder: `anu data fetch --dataset mnist` downloads a data set.
+    Data(data_cmd::DataArgs),
 }
 
 /// Options every subcommand shares.
@@ -62,6 +65,10 @@ pub struct Common {
     /// checkpoint (.pth/.pt), which does not record it, the one it holds.
     #[arg(long, value_enum)]
     pub model: Option<anu::models::Architecture>,
+    /// Download the data set (MNIST, CIFAR-10) into the data folder first when its files are
+    /// not there, as `anu data fetch` does.
+    #[arg(long)]
+    pub fetch: bool,
 }
 
 impl Common {
@@ -83,9 +90,21 @@ impl Common {
         data::resolve_data_dir(self.data_dir.as_deref())
     }
 
-    /// One split of the data set.
+    /// One split of the data set; with `--fetch`, downloaded first when its files are missing.
     pub fn load(&self, split: Split) -> Result<data::Dataset> {
-        Ok(data::load(self.dataset, &self.data_dir(), split)?)
+        let dir = self.data_dir();
+        match data::load(self.dataset, &dir, split) {
+            Err(data::DataError::Missing(_)) if self.fetch && self.dataset != DatasetName::ImagenetSample => {
+                eprintln!(
+                    "{}: files missing in {}, downloading them",
+                    self.dataset,
+                    dir.join(self.dataset.info().folder).display()
+                );
+                data::fetch::fetch_dataset(self.dataset, &dir, &[], &data::fetch::FetchOptions::default())?;
+                Ok(data::load(self.dataset, &dir, split)?)
+            }
+            loaded => Ok(loaded?),
+        }
     }
 
     /// A weight file (safetensors, or a PyTorch checkpoint of `--model`), checked to fit the
@@ -195,6 +214,7 @@ pub fn main() -> Result<()> {
         Command::Reproduce(a) => reproduce_cmd::run(a),
         Command::Bench(a) => bench_cmd::run(a),
         Command::Robustness(a) => robustness_cmd::run(a),
+        Command::Data(a) => data_cmd::run(a),
     }
 }
 

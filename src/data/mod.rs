@@ -6,6 +6,7 @@
 //! [`info`].
 
 pub mod cifar10;
+pub mod fetch;
 pub mod imagenet;
 pub mod info;
 pub mod mnist;
@@ -224,14 +225,16 @@ pub fn resolve_data_dir(flag: Option<&Path>) -> PathBuf {
     }
 }
 
-/// Loads one split of a data set from `data_dir/<dataset>/`.
+/// Loads one split of a data set from `data_dir/<dataset>/`. When files are missing, the error
+/// says which command downloads them (see [`fetch`]).
 pub fn load(name: DatasetName, data_dir: &Path, split: Split) -> Result<Dataset, DataError> {
     let dir = data_dir.join(name.info().folder);
-    match name {
+    let loaded = match name {
         DatasetName::Mnist => mnist::load(&dir, split),
         DatasetName::Cifar10 => cifar10::load(&dir, split),
         DatasetName::ImagenetSample => imagenet::load(&dir, split),
-    }
+    };
+    loaded.map_err(|e| fetch::with_fetch_hint(e, name, data_dir))
 }
 
 /// A data file opened for reading, gunzipped on the fly when its name ends in `.gz` (several
