@@ -118,7 +118,7 @@ pub fn bench(
         ));
     }
     let (steps, reps) = (settings.steps.max(1), settings.reps.max(1));
-    let macs = model.arch.forward_macs() as f64;
+    let macs = model.forward_macs() as f64;
     let prepared = AttackedModel::new(&model.model, device);
     let plain = model.model.valid().to_device(&device.clone().inner());
     let ad = device.clone().autodiff();

@@ -56,12 +56,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let rows = bench(&loaded, args.common.dataset, &data, &settings, &device)?;
     println!(
-        "device {}; attack iterations pass {} images at a time",
+        "device {}; attack iterations pass {} at a time",
         args.common.device_name(),
         if chunk == 0 {
             "the whole batch".to_string()
         } else {
-            chunk.to_string()
+            format!("{chunk} images")
         }
     );
     let peak_line = if on_cpu {
@@ -75,7 +75,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!(
         "model {} ({} MMAC forward per image); {peak_line}",
         loaded.arch.name(),
-        loaded.arch.forward_macs() as f64 / 1e6
+        loaded.forward_macs() as f64 / 1e6
     );
     println!(
         "{:<26} {:>6} {:>14} {:>9} {:>7}",
