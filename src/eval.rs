@@ -7,10 +7,13 @@ use crate::error::{Error, Result};
 use crate::models::Classifier;
 
 /// Fraction and count of correctly classified images, evaluated in batches of `batch_size`
-/// (at least 1) without autodiff.
+/// (at least 1) without autodiff. An empty data set is refused: it has no accuracy.
 pub fn accuracy(model: &Classifier, data: &Dataset, device: &Device, batch_size: usize) -> Result<(f64, usize)> {
     if batch_size == 0 {
         return Err(Error::Invalid("the evaluation batch size must be at least 1".into()));
+    }
+    if data.is_empty() {
+        return Err(Error::Invalid("no images to evaluate: the data set is empty".into()));
     }
     let model = model.valid().to_device(&device.clone().inner());
     let mut correct = 0usize;
@@ -22,7 +25,7 @@ pub fn accuracy(model: &Classifier, data: &Dataset, device: &Device, batch_size:
         correct += predicted.equal(labels).int().sum().into_scalar::<i64>() as usize;
         start = end;
     }
-    Ok((correct as f64 / data.len().max(1) as f64, correct))
+    Ok((correct as f64 / data.len() as f64, correct))
 }
 
 /// Predicted class of every image.

@@ -7,7 +7,7 @@ use burn::prelude::*;
 
 use crate::attack::{AttackSet, AttackSpec, Execution, Observer, attack_all};
 use crate::data::{Dataset, DatasetName};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::predictions;
 use crate::figures::{Cell, Series, image_grid, line_chart};
 use crate::fsutil::{create_dir, write_atomic, write_json};
@@ -16,10 +16,11 @@ use crate::models::LoadedModel;
 /// Accuracy at each `eps`: the fraction of images whose minimal adversarial distance exceeds
 /// eps. Distances are 0 for images misclassified already and infinity where the attack
 /// failed, so the value at eps = 0 is the clean accuracy and the curve never increases.
+/// Without any distance there is no accuracy: every value is NaN.
 pub fn robust_accuracy(distances: &[f32], eps: &[f64]) -> Vec<f64> {
     let mut sorted: Vec<f64> = distances.iter().map(|&d| d as f64).collect();
     sorted.sort_by(|a, b| a.total_cmp(b));
-    let n = sorted.len().max(1) as f64;
+    let n = sorted.len() as f64;
     eps.iter()
         .map(|&e| {
             // Number of distances <= e, by binary search on the sorted list.
@@ -29,10 +30,100 @@ pub fn robust_accuracy(distances: &[f32], eps: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// Evenly spaced eps values from 0 to `max` inclusive.
-pub fn eps_grid(max: f64, points: usize) -> Vec<f64> {
-    let points = points.max(2);
-    (0..points).map(|i| max * i as f64 / (points - 1) as f64).collect()
+/// Evenly spaced eps values from 0 to `max` inclusive. `max` must be a positive number and
+/// the grid needs at least 2 points (0 and `max`); other values are refused rather than
+/// stretched into a grid they do not describe.
+pub fn eps_grid(max: f64, points: usize) -> Result<Vec<f64>> {
+    if !(max.is_finite() && max > 0.0) {
+        return Err(Error::Invalid(format!(
+            "the largest eps of the curve must be a positive number, not {max}"
+        )));
+    }
+    if points < 2 {
+        return Err(Error::Invalid(format!(
+            "the eps grid needs at least 2 points (0 and the largest eps), not {points}"
+        )));
+    }
+    Ok((0..points).map(|i| max * i as f64 / (points - 1) as f64).collect())
+}
+
+/// The eps values the one-line summary of a model reports accuracy at.
+pub const SUMMARY_EPS: [f64; 4] = [0.5, 1.0, 1.5, 2.0];
+
+/// Accuracy at the grid points nearest to each of `targets`, as (eps of that grid point,
+/// accuracy) pairs in grid order. A target beyond the grid's largest eps is left out (the
+/// curve says nothing there), and a grid point nearest to several targets is given once.
+pub fn summary_points(eps: &[f64], accuracy: &[f64], targets: &[f64]) -> Vec<(f64, f64)> {
+    let Some(&last) = eps.last() else {
+        return Vec::new();
+    };
+    let mut indices: Vec<usize> = targets
+        .iter()
+        .filter(|&&t| t <= last + 1e-9)
+        .filter_map(|&t| {
+            (0..eps.len().min(accuracy.len())).min_by(|&a, &b| (eps[a] - t).abs().total_cmp(&(eps[b] - t).abs()))
+        })
+        .collect();
+    indices.sort_unstable();
+    indices.dedup();
+    indices.into_iter().map(|i| (eps[i], accuracy[i])).collect()
+}
+
+/// An eps value as the summary prints it: at most 4 decimals, trailing zeros dropped but one
+/// decimal kept (`0.5`, `1.0`, `0.4286`).
+pub fn eps_label(eps: f64) -> String {
+    let text = format!("{eps:.4}");
+    let trimmed = text.trim_end_matches('0');
+    match trimmed.strip_suffix('.') {
+        Some(whole) => format!("{whole}.0"),
+        None => trimmed.to_string(),
+    }
+}
+
+/// One line summarising a model's result: clean accuracy, then the accuracy at the grid
+/// points nearest to [`SUMMARY_EPS`], each labelled with the eps it was measured at; when the
+/// grid stops short of some of them, the line says where it ends.
+pub fn summary_line(result: &ModelRobustness, eps: &[f64]) -> String {
+    let points = summary_points(eps, &result.accuracy, &SUMMARY_EPS);
+    let mut line = format!("{}: clean {:.4}", result.name, result.clean_accuracy);
+    for (e, acc) in &points {
+        line.push_str(&format!(", acc@{} {acc:.4}", eps_label(*e)));
+    }
+    let last = eps.last().copied().unwrap_or(0.0);
+    if SUMMARY_EPS.iter().any(|&t| t > last + 1e-9) {
+        line.push_str(&format!(" (the eps grid ends at {})", eps_label(last)));
+    }
+    line.push_str(&format!(" ({:.0} s)", result.seconds));
+    line
+}
+
+/// One CSV field as RFC 4180 writes it: as is, or, when it holds a comma, a double quote or
+/// a line break, between double quotes with each double quote inside doubled.
+pub fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// The text of `robustness.csv`: a header `eps,<model name>...`, then one row per eps with
+/// each model's accuracy there.
+pub fn robustness_csv(eps: &[f64], results: &[ModelRobustness]) -> String {
+    let mut csv = String::from("eps");
+    for r in results {
+        csv.push(',');
+        csv.push_str(&csv_field(&r.name));
+    }
+    csv.push('\n');
+    for (i, e) in eps.iter().enumerate() {
+        csv.push_str(&format!("{e}"));
+        for r in results {
+            csv.push_str(&format!(",{}", r.accuracy[i]));
+        }
+        csv.push('\n');
+    }
+    csv
 }
 
 /// One evaluated model.
@@ -59,7 +150,8 @@ pub struct ModelRobustness {
 }
 
 /// Attacks `data` (of `dataset`) with `spec` on each named model and gathers distances and
-/// curves; every model must fit the data set.
+/// curves; every model must fit the data set, and an empty data set is refused (it has no
+/// accuracy to report).
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     models: &[(String, LoadedModel)],
@@ -71,6 +163,9 @@ pub fn evaluate(
     device: &Device,
     observer: &mut impl Observer,
 ) -> Result<Vec<ModelRobustness>> {
+    if data.is_empty() {
+        return Err(Error::Invalid("no images to attack: the data set is empty".into()));
+    }
     for (_, loaded) in models {
         loaded.check_fits(dataset)?;
     }
@@ -88,7 +183,7 @@ pub fn evaluate(
             )
             .reshape([data.len(), c, h, w]);
             let adversarial_predictions = predictions(model, images);
-            let clean = result.norms.iter().filter(|&&d| d > 0.0).count() as f64 / data.len().max(1) as f64;
+            let clean = result.norms.iter().filter(|&&d| d > 0.0).count() as f64 / data.len() as f64;
             ModelRobustness {
                 name: name.clone(),
                 file: loaded.path.display().to_string(),
@@ -117,20 +212,8 @@ pub fn write_outputs(
         &out.join("robustness.json"),
         &serde_json::json!({ "eps": eps, "models": results }),
     )?;
-    let mut csv = String::from("eps");
-    for r in results {
-        csv.push_str(&format!(",{}", r.name));
-    }
-    csv.push('\n');
-    for (i, e) in eps.iter().enumerate() {
-        csv.push_str(&format!("{e}"));
-        for r in results {
-            csv.push_str(&format!(",{}", r.accuracy[i]));
-        }
-        csv.push('\n');
-    }
     let csv_path = out.join("robustness.csv");
-    write_atomic(&csv_path, csv.as_bytes())?;
+    write_atomic(&csv_path, robustness_csv(eps, results).as_bytes())?;
 
     let series: Vec<Series> = results
         .iter()
@@ -197,7 +280,7 @@ mod tests {
     fn curve_starts_at_clean_accuracy_and_never_rises() {
         // Two misclassified (0), one failed attack (inf), others at known distances.
         let d = [0.0, 0.0, 0.5, 1.0, 1.5, 2.0, f32::INFINITY, 0.25];
-        let eps = eps_grid(3.0, 31);
+        let eps = eps_grid(3.0, 31).unwrap();
         let acc = robust_accuracy(&d, &eps);
         assert_eq!(acc[0], 6.0 / 8.0);
         assert!(acc.windows(2).all(|w| w[1] <= w[0]));
@@ -205,5 +288,88 @@ mod tests {
         assert_eq!(acc[10], 3.0 / 8.0);
         // Beyond every finite distance only the failed attack counts.
         assert_eq!(*acc.last().unwrap(), 1.0 / 8.0);
+    }
+
+    #[test]
+    fn an_empty_list_of_distances_has_no_accuracy() {
+        assert!(robust_accuracy(&[], &[0.0, 1.0]).iter().all(|a| a.is_nan()));
+    }
+
+    #[test]
+    fn grids_of_fewer_than_two_points_or_a_bad_largest_eps_are_refused() {
+        for points in [0, 1] {
+            let err = eps_grid(3.0, points).unwrap_err().to_string();
+            assert!(err.contains("at least 2 points"), "{err}");
+        }
+        for max in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(eps_grid(max, 10).is_err(), "{max}");
+        }
+        assert_eq!(eps_grid(2.0, 2).unwrap(), vec![0.0, 2.0]);
+    }
+
+    /// A result with the given name and accuracy curve.
+    fn result(name: &str, accuracy: Vec<f64>) -> ModelRobustness {
+        ModelRobustness {
+            name: name.into(),
+            file: String::new(),
+            clean_accuracy: accuracy[0],
+            distances: Vec::new(),
+            accuracy,
+            seconds: 1.0,
+            adversarials: Vec::new(),
+            adversarial_predictions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_summary_labels_each_value_with_the_eps_it_was_measured_at() {
+        // A grid that stops at 1.5: nothing may be reported under 2.0.
+        let eps = eps_grid(1.5, 151).unwrap();
+        let acc: Vec<f64> = eps.iter().map(|e| 1.0 - e / 2.0).collect();
+        let line = summary_line(&result("m", acc.clone()), &eps);
+        assert!(line.contains("acc@1.5 0.2500"), "{line}");
+        assert!(!line.contains("acc@2.0"), "{line}");
+        assert!(line.contains("the eps grid ends at 1.5"), "{line}");
+        let points = summary_points(&eps, &acc, &SUMMARY_EPS);
+        assert_eq!(points.len(), 3);
+        assert!((points[0].0 - 0.5).abs() < 1e-12 && (points[2].0 - 1.5).abs() < 1e-12);
+
+        // A coarse grid: values are labelled with the grid points really used, each once.
+        let eps = eps_grid(3.0, 4).unwrap();
+        let acc = vec![0.9, 0.6, 0.3, 0.1];
+        let line = summary_line(&result("m", acc.clone()), &eps);
+        assert_eq!(
+            summary_points(&eps, &acc, &SUMMARY_EPS),
+            vec![(0.0, 0.9), (1.0, 0.6), (2.0, 0.3)]
+        );
+        assert!(
+            line.contains("acc@0.0 0.9000, acc@1.0 0.6000, acc@2.0 0.3000"),
+            "{line}"
+        );
+        assert!(!line.contains("grid ends"), "{line}");
+
+        // The default MNIST grid reports at exactly 0.5, 1.0, 1.5 and 2.0.
+        let eps = eps_grid(3.0, 301).unwrap();
+        let acc = vec![0.5; 301];
+        let labels: Vec<String> = summary_points(&eps, &acc, &SUMMARY_EPS)
+            .iter()
+            .map(|(e, _)| eps_label(*e))
+            .collect();
+        assert_eq!(labels, ["0.5", "1.0", "1.5", "2.0"]);
+        assert_eq!(eps_label(3.0 / 7.0), "0.4286");
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_as_rfc_4180_asks() {
+        assert_eq!(csv_field("mnist-cnn"), "mnist-cnn");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+        assert_eq!(csv_field("cr\r"), "\"cr\r\"");
+        let csv = robustness_csv(
+            &[0.0, 1.0],
+            &[result("adv,eps=2", vec![0.9, 0.5]), result("plain", vec![0.8, 0.1])],
+        );
+        assert_eq!(csv, "eps,\"adv,eps=2\",plain\n0,0.9,0.8\n1,0.5,0.1\n");
     }
 }

@@ -165,6 +165,50 @@ fn accuracy_counts_correct_predictions_and_refuses_batch_size_zero() {
 }
 
 #[test]
+fn an_empty_data_set_has_no_accuracy_and_is_refused() {
+    use anu::attack::{AttackKind, EveryStep, Execution, paper_spec};
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let loaded = common::saved_random_model(dir.path(), "m", Architecture::MnistCnn, 8);
+    let empty = common::synthetic(DatasetName::Mnist, 3, &loaded.model, 9).take(0);
+    let err = anu::eval::accuracy(&loaded.model, &empty, &device, 2).unwrap_err();
+    assert!(err.to_string().contains("no images"), "{err}");
+    let spec = paper_spec(AttackKind::Anu, DatasetName::Mnist, false, 2).unwrap();
+    let err = anu::robustness::evaluate(
+        &[("m".to_string(), loaded)],
+        DatasetName::Mnist,
+        &empty,
+        &spec,
+        &Execution::new(4, 0).unwrap(),
+        &[0.0, 1.0],
+        &device,
+        &mut EveryStep(|| {}),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no images"), "{err}");
+}
+
+#[test]
+fn saving_the_same_model_again_gives_the_same_bytes() {
+    let model = common::random_model(Architecture::MnistCnn, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.safetensors");
+    weights::save(&model, Architecture::MnistCnn, &first).unwrap();
+    let bytes = std::fs::read(&first).unwrap();
+    for i in 0..8 {
+        let again = dir.path().join(format!("again{i}.safetensors"));
+        weights::save(&model, Architecture::MnistCnn, &again).unwrap();
+        assert!(
+            std::fs::read(&again).unwrap() == bytes,
+            "save number {i} wrote other bytes"
+        );
+    }
+    // The file stays readable, with its architecture recorded.
+    let loaded = weights::load(&first, &Device::flex()).unwrap();
+    assert_eq!(loaded.arch, Architecture::MnistCnn);
+}
+
+#[test]
 fn weights_with_nan_or_infinity_are_refused_with_the_tensor_named() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();

@@ -183,7 +183,7 @@ fn robustness_curve_of_an_affine_classifier_follows_its_exact_distances() {
         sha256: String::new(),
     };
     let spec = AttackSpec::new(100, NormUpdate::Ddn { gamma: 0.05 }).unwrap();
-    let eps = eps_grid(1.0, 101);
+    let eps = eps_grid(1.0, 101).unwrap();
     let results = evaluate(
         &[("affine".to_string(), loaded)],
         DatasetName::Mnist,

@@ -36,6 +36,22 @@ fn row_file(out: &Path, name: &str) -> std::path::PathBuf {
 }
 
 #[test]
+fn an_empty_test_set_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, test) = setup(dir.path(), "m", Architecture::MnistCnn, 3, DatasetName::Mnist);
+    let out = dir.path().join("out");
+    let err = reproduce(
+        &model,
+        &test.take(0),
+        &options(&out, DatasetName::Mnist),
+        &Device::flex(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("no images"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
 fn tiny_reproduction_writes_tables_and_figures_and_reuses_only_matching_rows() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();

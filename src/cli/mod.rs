@@ -65,6 +65,14 @@ pub struct Common {
     /// checkpoint (.pth/.pt), which does not record it, the one it holds.
     #[arg(long, value_enum)]
     pub model: Option<anu::models::Architecture>,
+    /// For an ONNX model (`--model-file F.onnx`), the per-channel mean its graph expects its
+    /// images normalised with, comma-separated (e.g. 0.4914,0.4822,0.4465): attacks work on
+    /// [0,1] images and `(x - mean) / std` is put in front of the graph. Needs `--std`.
+    #[arg(long, value_delimiter = ',', num_args = 1.., requires = "std")]
+    pub mean: Option<Vec<f32>>,
+    /// For an ONNX model, the per-channel standard deviation of that normalisation. Needs `--mean`.
+    #[arg(long, value_delimiter = ',', num_args = 1.., requires = "mean")]
+    pub std: Option<Vec<f32>>,
     /// Download the data set (MNIST, CIFAR-10) into the data folder first when its files are
     /// not there, as `anu data fetch` does.
     #[arg(long)]
@@ -107,10 +115,21 @@ impl Common {
         }
     }
 
-    /// A weight file (safetensors, or a PyTorch checkpoint of `--model`), checked to fit the
-    /// data set.
+    /// The normalisation `--mean` and `--std` give, if any.
+    pub fn normalization(&self) -> Option<anu::models::Normalization> {
+        match (&self.mean, &self.std) {
+            (Some(mean), Some(std)) => Some(anu::models::Normalization {
+                mean: mean.clone(),
+                std: std.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// A model file (safetensors, a PyTorch checkpoint of `--model`, or an ONNX graph with
+    /// `--mean`/`--std` in front), checked to fit the data set.
     pub fn load_model(&self, path: &Path, device: &burn::prelude::Device) -> Result<LoadedModel> {
-        let loaded = weights::load_as(path, self.model, device)?;
+        let loaded = weights::load_model(path, self.model, self.normalization().as_ref(), device)?;
         loaded.check_fits(self.dataset)?;
         Ok(loaded)
     }

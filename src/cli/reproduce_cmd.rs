@@ -99,3 +99,33 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
     println!("wrote tables and figures to {}", args.out.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    /// The error `anu reproduce` with `flags` stops with (it must stop before any attack).
+    fn refusal(flags: &str) -> String {
+        let out = tempfile::tempdir().unwrap();
+        let line = format!(
+            "anu reproduce --model-file missing.safetensors --out {} {flags}",
+            out.path().join("r").display()
+        );
+        let Command::Reproduce(args) = Cli::try_parse_from(line.split_whitespace()).unwrap().command else {
+            panic!("not the reproduce command")
+        };
+        format!("{:#}", super::run(args).unwrap_err())
+    }
+
+    #[test]
+    fn zero_counts_are_refused_not_rounded_up() {
+        let err = refusal("--batch-size 0");
+        assert!(err.contains("batch size must be at least 1"), "{err}");
+        let err = refusal("--n 0");
+        assert!(err.contains("--n must be at least 1"), "{err}");
+        let err = refusal("--budgets 0,50");
+        assert!(err.contains("--budgets"), "{err}");
+    }
+}

@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use anu::attack::EveryStep;
 use anu::data::Split;
-use anu::robustness::{eps_grid, evaluate, write_outputs};
+use anu::robustness::{eps_grid, evaluate, summary_line, write_outputs};
 
 use super::{Common, ExecArgs, SpecArgs, at_least_one, iteration_bar};
 
@@ -31,7 +31,7 @@ pub struct RobustnessArgs {
     /// Largest eps of the curve (default 3.0 for MNIST, 1.5 for CIFAR-10).
     #[arg(long)]
     max_eps: Option<f64>,
-    /// Points of the eps grid.
+    /// Points of the eps grid, 0 and the largest eps included (at least 2).
     #[arg(long, default_value_t = 301)]
     points: usize,
     /// Images shown per model in Figure 6.
@@ -48,6 +48,9 @@ pub fn run(args: RobustnessArgs) -> Result<()> {
     at_least_one(args.n, "--n")?;
     let spec = args.spec_args.spec(dataset, false, args.steps)?;
     let execution = args.exec.execution(args.common.device, args.common.dataset)?;
+    let info = dataset.info();
+    let eps = eps_grid(args.max_eps.unwrap_or(info.robustness_max_eps), args.points)
+        .context("--max-eps and --points must describe an eps grid")?;
     let device = args.common.device()?;
     let mut models = Vec::new();
     for file in &args.model_files {
@@ -59,8 +62,6 @@ pub fn run(args: RobustnessArgs) -> Result<()> {
         models.push((name, loaded));
     }
     let test = args.common.load(Split::Test)?.take(args.n);
-    let info = dataset.info();
-    let eps = eps_grid(args.max_eps.unwrap_or(info.robustness_max_eps), args.points);
     let total = (models.len() * test.len().div_ceil(execution.batch_size()) * args.steps) as u64;
     let bar = iteration_bar(total, &format!("{} {}", spec.kind(), args.steps));
     let results = evaluate(
@@ -79,24 +80,41 @@ pub fn run(args: RobustnessArgs) -> Result<()> {
     let loaded: Vec<_> = models.iter().map(|(_, m)| m).collect();
     args.common.manifest(&loaded).write_to(&args.out)?;
     for r in &results {
-        let at = |e: f64| {
-            let i = eps.iter().position(|&x| x >= e - 1e-9).unwrap_or(eps.len() - 1);
-            r.accuracy[i]
-        };
-        println!(
-            "{}: clean {:.4}, acc@0.5 {:.4}, acc@1.0 {:.4}, acc@1.5 {:.4}, acc@2.0 {:.4} ({:.0} s)",
-            r.name,
-            r.clean_accuracy,
-            at(0.5),
-            at(1.0),
-            at(1.5),
-            at(2.0),
-            r.seconds
-        );
+        println!("{}", summary_line(r, &eps));
     }
     println!(
         "wrote {}/robustness.{{json,csv}}, fig5.png, fig6.png, manifest.json",
         args.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    /// The error `anu robustness` with `flags` stops with (it must stop before any attack).
+    fn refusal(flags: &str) -> String {
+        let out = tempfile::tempdir().unwrap();
+        let line = format!(
+            "anu robustness --model-file missing.safetensors --out {} {flags}",
+            out.path().join("r").display()
+        );
+        let Command::Robustness(args) = Cli::try_parse_from(line.split_whitespace()).unwrap().command else {
+            panic!("not the robustness command")
+        };
+        format!("{:#}", super::run(args).unwrap_err())
+    }
+
+    #[test]
+    fn grids_that_cannot_be_made_are_refused_before_any_work() {
+        for flags in ["--points 0", "--points 1", "--max-eps 0", "--max-eps=-1"] {
+            let err = refusal(flags);
+            assert!(err.contains("--max-eps and --points"), "{flags}: {err}");
+        }
+        assert!(refusal("--n 0").contains("--n must be at least 1"));
+        assert!(refusal("--batch-size 0").contains("batch size must be at least 1"));
+    }
 }

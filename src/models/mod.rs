@@ -3,6 +3,7 @@
 //! files is the separate concern of [`weights`].
 
 pub mod efficientnet;
+pub mod onnx;
 pub mod small_cnn;
 pub mod weights;
 pub mod wide_resnet;
@@ -13,6 +14,7 @@ use burn::prelude::*;
 
 use crate::data::DatasetName;
 pub use efficientnet::EfficientNetLite;
+pub use onnx::{Normalization, OnnxModel};
 pub use small_cnn::{SmallCnn, SmallCnnShape};
 pub use weights::LoadedModel;
 pub use wide_resnet::WideResNet;
@@ -116,6 +118,12 @@ pub enum Architecture {
     #[value(name = "efficientnet-lite0")]
     #[serde(rename = "efficientnet-lite0")]
     EfficientNetLite0,
+    /// A graph read from an ONNX file: its images, classes and cost are the loaded model's
+    /// ([`LoadedModel::input_spec`], [`OnnxModel::forward_macs`]), not the architecture's.
+    /// Not a name `--model` or a weight file's metadata can give.
+    #[value(skip)]
+    #[serde(rename = "onnx")]
+    Onnx,
 }
 
 /// Every architecture, in the order listed by the CLI.
@@ -136,6 +144,7 @@ impl Architecture {
             Architecture::Wrn28x10 => "wrn-28-10",
             Architecture::Wrn16x2 => "wrn-16-2",
             Architecture::EfficientNetLite0 => "efficientnet-lite0",
+            Architecture::Onnx => "onnx",
         }
     }
 
@@ -144,7 +153,8 @@ impl Architecture {
         ARCHITECTURES.into_iter().find(|a| a.name() == name)
     }
 
-    /// The images and classes the architecture takes.
+    /// The images and classes the architecture takes (for [`Architecture::Onnx`], whose
+    /// graphs differ, none: ask the loaded model).
     pub fn input_spec(self) -> InputSpec {
         match self {
             Architecture::MnistCnn => SmallCnnShape::MNIST.input_spec(),
@@ -156,6 +166,10 @@ impl Architecture {
             Architecture::EfficientNetLite0 => InputSpec {
                 image_shape: [3, efficientnet::IMAGE_SIZE, efficientnet::IMAGE_SIZE],
                 num_classes: 1000,
+            },
+            Architecture::Onnx => InputSpec {
+                image_shape: [0, 0, 0],
+                num_classes: 0,
             },
         }
     }
@@ -169,7 +183,8 @@ impl Architecture {
         }
     }
 
-    /// Multiply-adds of one forward pass on one image.
+    /// Multiply-adds of one forward pass on one image (0 for [`Architecture::Onnx`], whose
+    /// graphs differ: see [`OnnxModel::forward_macs`]).
     pub fn forward_macs(self) -> u64 {
         match self {
             Architecture::MnistCnn => SmallCnnShape::MNIST.forward_macs(),
@@ -177,6 +192,7 @@ impl Architecture {
             Architecture::Wrn28x10 => wide_resnet::wrn_forward_macs(28, 10),
             Architecture::Wrn16x2 => wide_resnet::wrn_forward_macs(16, 2),
             Architecture::EfficientNetLite0 => efficientnet::lite0_forward_macs(efficientnet::IMAGE_SIZE, 1000),
+            Architecture::Onnx => 0,
         }
     }
 }
@@ -195,10 +211,16 @@ pub enum Classifier {
     /// An affine classifier of the flattened image, `W x + b`: its minimal adversarial
     /// distances are known in closed form, which makes it the attacks' test oracle.
     Linear(burn::nn::Linear),
+    /// A graph read from an ONNX file.
+    Onnx(OnnxModel),
 }
 
 impl Classifier {
     /// A freshly initialised classifier of the given architecture.
+    ///
+    /// # Panics
+    /// For [`Architecture::Onnx`], which has no initialisation of its own (such models come
+    /// from [`onnx::load`]); no name a user or a weight file gives selects it.
     pub fn new(arch: Architecture, device: &Device) -> Self {
         match arch {
             Architecture::MnistCnn => Classifier::SmallCnn(SmallCnn::new(SmallCnnShape::MNIST, device)),
@@ -206,6 +228,7 @@ impl Classifier {
             Architecture::Wrn28x10 => Classifier::WideResNet(WideResNet::new(28, 10, 0.3, device)),
             Architecture::Wrn16x2 => Classifier::WideResNet(WideResNet::new(16, 2, 0.3, device)),
             Architecture::EfficientNetLite0 => Classifier::EfficientNet(EfficientNetLite::lite0(1000, device)),
+            Architecture::Onnx => panic!("an ONNX model is read from its file, not initialised"),
         }
     }
 
@@ -216,6 +239,7 @@ impl Classifier {
             Classifier::WideResNet(m) => m.forward(images),
             Classifier::EfficientNet(m) => m.forward(images),
             Classifier::Linear(m) => m.forward(images.flatten(1, 3)),
+            Classifier::Onnx(m) => m.forward(images),
         }
     }
 }

@@ -37,7 +37,18 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// The images and classes the model takes.
     pub fn input_spec(&self) -> InputSpec {
-        self.arch.input_spec()
+        match &self.model {
+            Classifier::Onnx(m) => m.input_spec(),
+            _ => self.arch.input_spec(),
+        }
+    }
+
+    /// Multiply-adds of one forward pass on one image.
+    pub fn forward_macs(&self) -> u64 {
+        match &self.model {
+            Classifier::Onnx(m) => m.forward_macs(),
+            _ => self.arch.forward_macs(),
+        }
     }
 
     /// Checks the model can classify `dataset`'s images, with an error naming the file.
@@ -137,7 +148,9 @@ fn declared_data_len(path: &Path, header: &[u8]) -> Result<u64, ModelError> {
     Ok(end)
 }
 
-/// Writes `model` to `path` atomically (a temporary file renamed over the target).
+/// Writes `model` to `path` atomically (a temporary file renamed over the target). The file
+/// is the same bytes whenever the weights are the same (see [`canonical_safetensors`]), so
+/// checksums of weight files can be compared.
 pub fn save(model: &Classifier, arch: Architecture, path: &Path) -> Result<(), ModelError> {
     let mut store = SafetensorsStore::from_bytes(None).metadata(ARCH_KEY, arch.name());
     model
@@ -146,7 +159,45 @@ pub fn save(model: &Classifier, arch: Architecture, path: &Path) -> Result<(), M
     let bytes = store
         .get_bytes()
         .map_err(|e| format_err(path, format!("cannot serialise the weights: {e}")))?;
+    let bytes =
+        canonical_safetensors(&bytes).map_err(|e| format_err(path, format!("cannot serialise the weights: {e}")))?;
     Ok(crate::fsutil::write_atomic(path, &bytes)?)
+}
+
+/// A safetensors file held in memory, rewritten with its header in one fixed order: the
+/// metadata entries sorted by key, then the tensors in the order of their data (the data
+/// itself is unchanged). The serialiser writes the metadata in an order that changes from
+/// one save to the next; after this, the same tensors and metadata always give the same bytes.
+pub fn canonical_safetensors(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let (header_len, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let metadata: std::collections::BTreeMap<&String, &String> = meta.metadata().iter().flatten().collect();
+    let mut header = String::from("{");
+    if !metadata.is_empty() {
+        header.push_str(&format!("\"__metadata__\":{}", json(&metadata)?));
+    }
+    for name in meta.offset_keys() {
+        let info = meta.info(&name).ok_or_else(|| format!("tensor {name} has no entry"))?;
+        if header.len() > 1 {
+            header.push(',');
+        }
+        header.push_str(&format!("{}:{}", json(&name)?, json(info)?));
+    }
+    header.push('}');
+    // The format pads the header with spaces to a multiple of 8 bytes.
+    while !header.len().is_multiple_of(8) {
+        header.push(' ');
+    }
+    let data = &bytes[8 + header_len..];
+    let mut out = Vec::with_capacity(8 + header.len() + data.len());
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    Ok(out)
+}
+
+/// `value` as compact JSON text.
+fn json(value: &impl serde::Serialize) -> Result<String, String> {
+    serde_json::to_string(value).map_err(|e| e.to_string())
 }
 
 /// The architecture recorded in a weight file's metadata.
@@ -171,8 +222,43 @@ pub fn is_pytorch(path: &Path) -> bool {
 
 /// Reads a weight file into a model on `device`: safetensors written by [`save`] (whose
 /// metadata names the architecture; `arch`, when given, must agree) or a PyTorch checkpoint of
-/// architecture `arch` (required: such files do not record it).
+/// architecture `arch` (required: such files do not record it), or an ONNX file (see
+/// [`load_model`]).
 pub fn load_as(path: &Path, arch: Option<Architecture>, device: &Device) -> Result<LoadedModel, ModelError> {
+    load_model(path, arch, None, device)
+}
+
+/// As [`load_as`], and also reads an ONNX file (`.onnx`, whose graph says what it is: `arch`
+/// must be left out), with `normalization` put in front of its graph. A normalisation is
+/// refused for the other formats, whose models take [0,1] images.
+pub fn load_model(
+    path: &Path,
+    arch: Option<Architecture>,
+    normalization: Option<&super::Normalization>,
+    device: &Device,
+) -> Result<LoadedModel, ModelError> {
+    if super::onnx::is_onnx(path) {
+        if let Some(a) = arch.filter(|a| *a != Architecture::Onnx) {
+            return Err(format_err(
+                path,
+                format!("an ONNX file describes its own graph: leave out --model ({})", a.name()),
+            ));
+        }
+        let (file, _) = open_weights(path)?;
+        let sha256 = crate::fsutil::sha256_hex_of(std::io::Read::take(&file, MAX_WEIGHT_FILE_BYTES))
+            .map_err(|e| read_err(path, e))?;
+        let model = Classifier::Onnx(super::onnx::load(path, normalization, device)?);
+        return checked(Architecture::Onnx, model, path, sha256);
+    }
+    if normalization.is_some() {
+        return Err(format_err(
+            path,
+            "--mean and --std apply to ONNX models only (the built-in networks take [0,1] images)",
+        ));
+    }
+    if arch == Some(Architecture::Onnx) {
+        return Err(format_err(path, "not an ONNX file (.onnx)"));
+    }
     if is_pytorch(path) {
         let arch = arch.ok_or_else(|| {
             format_err(

@@ -21,7 +21,7 @@ use crate::attack::{
     AttackKind, AttackSet, EveryStep, Execution, MeanNormRecorder, TraceRecorder, attack_all, paper_spec,
 };
 use crate::data::{Dataset, DatasetName};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fsutil::{create_dir, write_json};
 use crate::models::LoadedModel;
 use report::Fig3Data;
@@ -54,6 +54,9 @@ pub struct ReproduceOptions {
 /// Runs the reproduction on `test` (the first N test images) and writes everything to
 /// `options.out`. Returns the rows of both tables.
 pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions, device: &Device) -> Result<Vec<Row>> {
+    if test.is_empty() {
+        return Err(Error::Invalid("no images to attack: the data set is empty".into()));
+    }
     model.check_fits(options.dataset)?;
     let out = &options.out;
     create_dir(&out.join("rows"))?;

@@ -1,0 +1,234 @@
+//! Image classifiers exported to ONNX, loaded at run time: the file is parsed with `onnx-ir`
+//! into a typed graph, compiled into a list of operations ([`graph`]) and run with burn tensor
+//! operations ([`eval`]) on the model's device, so attacks get input gradients from burn's
+//! autodiff as for the built-in networks. Weights are loaded once into the model's parameters.
+//!
+//! Attacks work on [0,1] images: a per-channel normalisation (`--mean`, `--std`) can be put in
+//! front of the graph. A final Softmax is left out (attacks need logits).
+
+pub mod eval;
+pub mod graph;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::module::Param;
+use burn::prelude::*;
+
+use super::{InputSpec, ModelError};
+use graph::{CompileError, Compiler, MAX_RANK, Program};
+
+/// Per-channel normalisation of [0,1] images, `(x - mean) / std`, put in front of a graph.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Normalization {
+    /// Mean per channel.
+    pub mean: Vec<f32>,
+    /// Standard deviation per channel (positive).
+    pub std: Vec<f32>,
+}
+
+/// What a loaded graph takes and costs.
+#[derive(Clone, Debug)]
+pub struct GraphInfo {
+    /// Images and classes.
+    pub spec: InputSpec,
+    /// Multiply-adds of the convolutions and matrix products of one forward pass on one image.
+    pub macs: u64,
+}
+
+/// A classifier read from an ONNX file (see the module docs).
+#[derive(Module, Debug)]
+pub struct OnnxModel {
+    /// Convolution kernels.
+    kernels: Vec<Param<Tensor<4>>>,
+    /// Linear weights, `[in, out]`.
+    matrices: Vec<Param<Tensor<2>>>,
+    /// Convolution and linear biases.
+    biases: Vec<Param<Tensor<1>>>,
+    /// Other constants, held padded to rank 6.
+    consts: Vec<Param<Tensor<MAX_RANK>>>,
+    /// Mean subtracted from the images, `[1, C, 1, 1]`.
+    mean: Option<Param<Tensor<4>>>,
+    /// Reciprocal of the standard deviation the images are then multiplied by, `[1, C, 1, 1]`.
+    inv_std: Option<Param<Tensor<4>>>,
+    /// The operations.
+    #[module(skip)]
+    program: Arc<Program>,
+    /// Input spec and cost.
+    #[module(skip)]
+    info: Arc<GraphInfo>,
+}
+
+impl OnnxModel {
+    /// The images and classes the model takes.
+    pub fn input_spec(&self) -> InputSpec {
+        self.info.spec
+    }
+
+    /// Multiply-adds of one forward pass on one image (convolutions and matrix products).
+    pub fn forward_macs(&self) -> u64 {
+        self.info.macs
+    }
+
+    /// Whether the file's graph ended in a Softmax that was left out.
+    pub fn stripped_softmax(&self) -> bool {
+        self.program.stripped_softmax
+    }
+
+    /// Logits `[B, classes]` of images `[B, C, H, W]` in [0,1], or an error naming the node
+    /// that does not fit.
+    pub fn try_forward(&self, images: Tensor<4>) -> Result<Tensor<2>, String> {
+        self.run(images).map(|(logits, _)| logits)
+    }
+
+    fn run(&self, images: Tensor<4>) -> Result<(Tensor<2>, u64), String> {
+        let x = match (&self.mean, &self.inv_std) {
+            (Some(mean), Some(inv_std)) => (images - mean.val()) * inv_std.val(),
+            _ => images,
+        };
+        let tensors = eval::Tensors {
+            kernels: &self.kernels,
+            matrices: &self.matrices,
+            biases: &self.biases,
+            consts: &self.consts,
+        };
+        let (out, macs) = eval::run(&self.program, &tensors, x).map_err(|e| e.to_string())?;
+        Ok((eval::logits(out)?, macs))
+    }
+
+    /// Logits `[B, classes]` of images `[B, C, H, W]` in [0,1]. The graph was run on images of
+    /// this shape when it was loaded, so this does not fail for the images it was checked for.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self.try_forward(images) {
+            Ok(logits) => logits,
+            Err(e) => panic!("the ONNX model cannot classify these images: {e}"),
+        }
+    }
+}
+
+fn format_err(path: &Path, reason: impl Into<String>) -> ModelError {
+    ModelError::Format {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Whether `path` names an ONNX file (`.onnx`).
+pub fn is_onnx(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// Reads an ONNX file into a model on `device`, with `normalization` in front of its graph.
+/// Every operator is checked before anything runs (an unsupported one is reported by name and
+/// node); then the graph is run once on two blank images to check that its shapes fit and to
+/// learn its number of classes. Notes (a Softmax left out) go to stderr.
+pub fn load(path: &Path, normalization: Option<&Normalization>, device: &Device) -> Result<OnnxModel, ModelError> {
+    let parsed = std::panic::catch_unwind(|| onnx_ir::OnnxGraphBuilder::new().parse_file(path));
+    let graph = match parsed {
+        Ok(Ok(graph)) => graph,
+        Ok(Err(onnx_ir::Error::Io { error, .. })) => {
+            return Err(ModelError::Io {
+                path: path.to_path_buf(),
+                action: "cannot read",
+                source: error,
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(format_err(
+                path,
+                format!("not a readable ONNX model (truncated or corrupt?): {e}"),
+            ));
+        }
+        Err(_) => return Err(format_err(path, "not a readable ONNX model (truncated or corrupt?)")),
+    };
+    let (program, weights) = Compiler::compile(&graph).map_err(|e| match e {
+        CompileError::Unsupported(_) | CompileError::Invalid(_) => format_err(path, e.to_string()),
+    })?;
+    drop(graph);
+    let [_, c, h, w] = program.input_shape[..] else {
+        return Err(format_err(path, "the graph's input is not 4-D"));
+    };
+    let (Some(c), Some(h), Some(w)) = (c, h, w) else {
+        return Err(format_err(
+            path,
+            format!(
+                "the graph does not declare the size of its images (input shape {:?}): export it with a fixed [C, H, W]",
+                program.input_shape
+            ),
+        ));
+    };
+    let padded_param = |(values, shape): (Vec<f32>, Vec<usize>)| {
+        Param::from_data(burn::tensor::TensorData::new(values, eval::padded(&shape)), device)
+    };
+    let (mean, inv_std) = match normalization {
+        None => (None, None),
+        Some(n) => {
+            if n.mean.len() != c || n.std.len() != c {
+                return Err(format_err(
+                    path,
+                    format!(
+                        "--mean and --std need one value per channel ({c}), got {} and {}",
+                        n.mean.len(),
+                        n.std.len()
+                    ),
+                ));
+            }
+            if n.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || n.mean.iter().any(|m| !m.is_finite()) {
+                return Err(format_err(path, "--std must be positive and --mean finite"));
+            }
+            let inv: Vec<f32> = n.std.iter().map(|s| 1.0 / s).collect();
+            let channel = |v: Vec<f32>| Param::from_data(burn::tensor::TensorData::new(v, [1, c, 1, 1]), device);
+            (Some(channel(n.mean.clone())), Some(channel(inv)))
+        }
+    };
+    let stripped = program.stripped_softmax;
+    let mut model = OnnxModel {
+        kernels: weights
+            .kernels
+            .into_iter()
+            .map(|d| Param::from_data(d, device))
+            .collect(),
+        matrices: weights
+            .matrices
+            .into_iter()
+            .map(|d| Param::from_data(d, device))
+            .collect(),
+        biases: weights
+            .biases
+            .into_iter()
+            .map(|d| Param::from_data(d, device))
+            .collect(),
+        consts: weights.consts.into_iter().map(padded_param).collect(),
+        mean,
+        inv_std,
+        program: Arc::new(program),
+        info: Arc::new(GraphInfo {
+            spec: InputSpec {
+                image_shape: [c, h, w],
+                num_classes: 0,
+            },
+            macs: 0,
+        }),
+    };
+    let probe = Tensor::<4>::zeros([2, c, h, w], device);
+    let (logits, macs) = model
+        .run(probe)
+        .map_err(|e| format_err(path, format!("the graph does not run on {c}x{h}x{w} images: {e}")))?;
+    let num_classes = logits.dims()[1];
+    model.info = Arc::new(GraphInfo {
+        spec: InputSpec {
+            image_shape: [c, h, w],
+            num_classes,
+        },
+        macs,
+    });
+    if stripped {
+        eprintln!(
+            "note: {}: the graph ends in a Softmax, which is left out: attacks work on its logits",
+            path.display()
+        );
+    }
+    Ok(model)
+}
