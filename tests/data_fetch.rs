@@ -4,10 +4,12 @@
 //! short, to refuse and delete what does not match its checksum, and to download nothing when
 //! the files are already there.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -223,18 +225,6 @@ fn serve_mnist(server: &Server) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-/// Names in `dir`, sorted (hidden partial files included).
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    names.sort();
-    names
-}
-
 /// The sorted names of `files`.
 fn sorted_names(files: &[(String, Vec<u8>)]) -> Vec<String> {
     let mut names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
@@ -256,7 +246,7 @@ fn a_good_fetch_lands_the_files_and_the_loader_reads_them() {
     let total: usize = files.iter().map(|(_, b)| b.len()).sum();
     assert_eq!(report.bytes_downloaded, total as u64);
     assert_eq!(
-        names(&folder),
+        common::file_names(&folder),
         sorted_names(&files),
         "only the four files, no partial file"
     );
@@ -304,7 +294,7 @@ fn a_corrupted_response_fails_naming_the_url_and_both_hashes_and_leaves_no_file(
         "the bad download was deleted"
     );
     // The files before it were verified and kept; nothing else is left.
-    assert_eq!(names(&folder), sorted_names(&files[..2]));
+    assert_eq!(common::file_names(&folder), sorted_names(&files[..2]));
 }
 
 #[test]
@@ -324,7 +314,7 @@ fn a_cut_connection_is_resumed_with_range_in_the_same_run() {
         requests.iter().map(|r| r.range_start).collect::<Vec<_>>(),
         [None, Some(half)]
     );
-    assert_eq!(names(&folder), sorted_names(&files));
+    assert_eq!(common::file_names(&folder), sorted_names(&files));
 }
 
 #[test]
@@ -352,7 +342,7 @@ fn an_interrupted_download_fails_without_a_half_file_and_the_next_run_continues_
     assert_eq!(server.requests_for(&format!("mnist/{name}"))[1].range_start, Some(half));
     let rest: usize = files[1..].iter().map(|(_, b)| b.len()).sum();
     assert_eq!(report.bytes_downloaded, bytes.len() as u64 - half + rest as u64);
-    assert_eq!(names(&folder), sorted_names(&files));
+    assert_eq!(common::file_names(&folder), sorted_names(&files));
 }
 
 #[test]
@@ -372,7 +362,7 @@ fn a_server_without_range_support_sends_the_whole_file_again() {
         requests[1].range_start.is_some(),
         "the second request asked for the rest"
     );
-    assert_eq!(names(&folder), sorted_names(&files));
+    assert_eq!(common::file_names(&folder), sorted_names(&files));
 }
 
 #[test]
@@ -388,7 +378,7 @@ fn a_complete_partial_file_left_by_an_earlier_run_is_verified_and_put_in_place()
     let report = fetch::fetch(&file_plan(&files[3..], vec![server.url("mnist")]), &folder, &options(1)).unwrap();
     assert_eq!(report.bytes_downloaded, 0);
     assert_eq!(&std::fs::read(folder.join(name)).unwrap(), bytes);
-    assert_eq!(names(&folder), std::slice::from_ref(name));
+    assert_eq!(common::file_names(&folder), std::slice::from_ref(name));
 }
 
 #[test]
@@ -400,7 +390,7 @@ fn the_next_mirror_is_tried_when_one_lacks_the_file() {
     let plan = file_plan(&files, vec![server.url("gone"), server.url("mnist")]);
 
     fetch::fetch(&plan, &folder, &options(3)).unwrap();
-    assert_eq!(names(&folder), sorted_names(&files));
+    assert_eq!(common::file_names(&folder), sorted_names(&files));
     // A missing file is not asked for again at the same address.
     assert_eq!(server.requests_for(&format!("gone/{}", files[0].0)).len(), 1);
 
@@ -488,7 +478,7 @@ fn the_cifar10_archive_is_verified_extracted_and_deleted() {
     let mut expected: Vec<String> = batches.iter().map(|(_, f, _)| f.clone()).collect();
     expected.sort();
     assert_eq!(
-        names(&folder),
+        common::file_names(&folder),
         expected,
         "the batches only: archive deleted, readme not taken"
     );
@@ -520,7 +510,11 @@ fn a_bad_cifar10_archive_is_deleted_with_the_checksums_named() {
         text.contains("MD5") && text.contains(&wrong) && text.contains("cifar-10-binary.tar.gz"),
         "{text}"
     );
-    assert!(names(&folder).is_empty(), "{:?}", names(&folder));
+    assert!(
+        common::file_names(&folder).is_empty(),
+        "{:?}",
+        common::file_names(&folder)
+    );
 
     // One batch in the archive against a wrong SHA-256.
     let mut plan = cifar_plan(&batches, server.url("cifar"), None);
@@ -605,7 +599,7 @@ fn the_command_uses_the_real_checksums_and_the_addresses_it_is_given() {
     assert!(!ok);
     let url = format!("{}{real_name}", server.url("mnist"));
     assert!(stderr.contains(&url) && stderr.contains(real_sha), "{stderr}");
-    assert!(names(&root.path().join("mnist")).is_empty());
+    assert!(common::file_names(&root.path().join("mnist")).is_empty());
 
     // The same through --url, and through --fetch on a command that needs the data.
     let (ok, stderr) = anu(

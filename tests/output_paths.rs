@@ -4,21 +4,13 @@
 //! replaced whole, and each command checks its output paths before its long work. These tests
 //! make their own files in temporary folders; they need no data folder.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anu::figures::{Series, line_chart};
 use anu::fsutil::{check_output_dir, check_output_file, write_atomic, write_json};
-
-/// Names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 /// A small value to write as JSON.
 fn value() -> serde_json::Value {
@@ -50,7 +42,7 @@ fn a_symlink_at_the_target_is_refused_and_the_file_it_points_to_is_untouched() {
 
     assert!(std::fs::symlink_metadata(&target).unwrap().file_type().is_symlink());
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
-    assert_eq!(names(dir.path()), ["out.json", "victim.txt"]);
+    assert_eq!(common::file_names(dir.path()), ["out.json", "victim.txt"]);
 }
 
 #[test]
@@ -64,7 +56,11 @@ fn a_folder_at_the_target_is_refused() {
     assert!(err.contains("not a regular file"), "{err}");
     assert!(check_output_file(&target).is_err());
     assert!(target.is_dir());
-    assert_eq!(names(dir.path()), ["out.json"], "nothing else is left in the folder");
+    assert_eq!(
+        common::file_names(dir.path()),
+        ["out.json"],
+        "nothing else is left in the folder"
+    );
 }
 
 #[cfg(unix)]
@@ -87,7 +83,7 @@ fn a_fifo_at_the_target_is_refused_and_not_replaced() {
     assert!(check_output_file(&target).is_err());
 
     assert!(std::fs::symlink_metadata(&target).unwrap().file_type().is_fifo());
-    assert_eq!(names(dir.path()), ["out.json"]);
+    assert_eq!(common::file_names(dir.path()), ["out.json"]);
 }
 
 #[test]
@@ -133,7 +129,11 @@ fn a_read_only_folder_gives_an_error_naming_the_path() {
         assert!(err.contains("cannot create files in the folder"), "{err}");
         assert_names(&sub_result.unwrap_err().to_string(), &ro);
     }
-    assert!(names(&ro).is_empty(), "the check leaves nothing: {:?}", names(&ro));
+    assert!(
+        common::file_names(&ro).is_empty(),
+        "the check leaves nothing: {:?}",
+        common::file_names(&ro)
+    );
 }
 
 #[test]
@@ -149,8 +149,8 @@ fn a_failed_write_leaves_no_temporary_file() {
         assert!(write_atomic(&target, b"{}").is_err());
         assert!(write_json(&target, &value()).is_err());
     }
-    assert_eq!(names(dir.path()), ["good.json", "out.json"]);
-    assert_eq!(names(&target), ["inside.txt"]);
+    assert_eq!(common::file_names(dir.path()), ["good.json", "out.json"]);
+    assert_eq!(common::file_names(&target), ["inside.txt"]);
 }
 
 #[cfg(unix)]
@@ -210,7 +210,7 @@ fn a_figure_replaces_an_existing_png_only_with_a_complete_one() {
     let kept = image::open(&old).unwrap().to_rgb8();
     assert_eq!(kept.dimensions(), (2, 2), "the old file was never overwritten in place");
     assert_eq!(kept.get_pixel(0, 0).0, [10, 20, 30]);
-    assert_eq!(names(dir.path()), ["fig3.png", "old.png"]);
+    assert_eq!(common::file_names(dir.path()), ["fig3.png", "old.png"]);
 }
 
 #[cfg(unix)]
@@ -228,7 +228,7 @@ fn a_figure_is_not_written_through_a_symlink() {
         .to_string();
     assert_names(&err, &fig);
     assert_eq!(std::fs::read(&victim).unwrap(), before);
-    assert_eq!(names(dir.path()), ["fig5.png", "victim.png"]);
+    assert_eq!(common::file_names(dir.path()), ["fig5.png", "victim.png"]);
 }
 
 /// Runs `anu` with `args`; returns whether it succeeded and what it printed on stderr.
@@ -267,5 +267,5 @@ fn every_command_checks_its_output_paths_before_its_work() {
         );
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"text");
-    assert_eq!(names(dir.path()), ["file.txt"]);
+    assert_eq!(common::file_names(dir.path()), ["file.txt"]);
 }

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use anu::data::{Dataset, DatasetName};
@@ -35,18 +34,6 @@ fn exploding(epochs: usize) -> TrainConfig {
     }
 }
 
-/// Names in `dir` (empty when it does not exist), sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    names.sort();
-    names
-}
-
 #[test]
 fn a_diverging_run_stops_at_the_first_non_finite_loss_and_saves_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,7 +53,7 @@ fn a_diverging_run_stops_at_the_first_non_finite_loss_and_saves_nothing() {
         err.contains("epoch 1 batch 2 of 2") && err.contains("lower --lr"),
         "{err}"
     );
-    assert_eq!(names(dir.path()), Vec::<String>::new(), "nothing is saved");
+    assert_eq!(common::file_names(dir.path()), Vec::<String>::new(), "nothing is saved");
 }
 
 #[test]
@@ -88,7 +75,7 @@ fn weights_that_turn_non_finite_in_the_last_step_are_never_saved() {
         err.contains("not finite after epoch 1") && err.contains("nothing was saved"),
         "{err}"
     );
-    assert_eq!(names(dir.path()), Vec::<String>::new(), "nothing is saved");
+    assert_eq!(common::file_names(dir.path()), Vec::<String>::new(), "nothing is saved");
 }
 
 /// Sets the first bias of a model to NaN.
@@ -184,7 +171,7 @@ fn unusable_settings_are_refused_before_any_work() {
         !ok && stderr.contains("--force") && stderr.contains("--resume"),
         "{stderr}"
     );
-    assert_eq!(names(dir.path()), Vec::<String>::new());
+    assert_eq!(common::file_names(dir.path()), Vec::<String>::new());
 }
 
 /// Runs `anu` with `args`; returns whether it succeeded and what it printed on stderr.
@@ -222,7 +209,7 @@ fn a_checkpoint_is_never_replaced_without_resume_or_force() {
         1
     );
     let saved = std::fs::read(&index).unwrap();
-    let files = names(&ckpt);
+    let files = common::file_names(&ckpt);
 
     // Another run into the same output, without --resume: refused, the checkpoint kept.
     let err = train(&other, &data, None, &device, &out, &options(false, false))
@@ -250,7 +237,7 @@ fn a_checkpoint_is_never_replaced_without_resume_or_force() {
         "{stderr}"
     );
     assert_eq!(std::fs::read(&index).unwrap(), saved, "the checkpoint is untouched");
-    assert_eq!(names(&ckpt), files);
+    assert_eq!(common::file_names(&ckpt), files);
     assert!(!out.exists());
 
     // Both at once make no sense.
@@ -264,5 +251,8 @@ fn a_checkpoint_is_never_replaced_without_resume_or_force() {
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
     assert_eq!(index["epochs_done"], 3);
     assert_eq!(index["config"]["epochs"], 3);
-    assert_eq!(names(&ckpt), ["epoch-0003.bpk", "epoch-0003.optim", "latest.json"]);
+    assert_eq!(
+        common::file_names(&ckpt),
+        ["epoch-0003.bpk", "epoch-0003.optim", "latest.json"]
+    );
 }

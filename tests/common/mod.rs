@@ -13,6 +13,19 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use rand::{Rng, SeedableRng};
 
+/// Names of the entries in `dir` (hidden ones included), sorted; empty when `dir` does not
+/// exist.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
 /// The data folder: $ANU_DATA, else `../shared/data` beside the repository.
 pub fn data_dir() -> PathBuf {
     match std::env::var_os("ANU_DATA") {
