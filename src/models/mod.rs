@@ -42,7 +42,7 @@ pub enum ModelError {
         reason: String,
     },
     /// The model does not take the data set's images or classes.
-    #[error("{path}: a {model} model takes {expects}, but {dataset} has {has}")]
+    #[error("{path}: the model ({model}) takes {expects}, but {dataset} has {has}")]
     WrongDataset {
         /// The weight file.
         path: PathBuf,
