@@ -21,4 +21,4 @@ $anu eval --dataset cifar10 --model-file "$model" --json
 # Figure 3 (first image) and Figure 4 over 100 iterations -> results/cifar10
 # (committed as docs/results/cifar10; ~14 min on machine B).
 $anu reproduce --dataset cifar10 --model-file "$model" --out results/cifar10 \
-  --untargeted-only --budgets 50,70,100 --fig4-steps 100
+  --untargeted-only --n 1000 --budgets 50,70,100 --fig4-steps 100

@@ -29,7 +29,7 @@ done
 # Figures 3-4 and Table 1 on the first 100 test images (budgets 50, 100, 1000; Figure 4 over
 # 1000 iterations) -> results/mnist-n100 (committed as docs/results/mnist-n100; ~4 min on machine B).
 $anu reproduce --dataset mnist --model-file "$model" --out results/mnist-n100 --untargeted-only \
-  --n 100 --budgets 50,100,1000
+  --n 100 --budgets 50,100,1000 --fig4-steps 1000
 
 # Table 2 on the first 1000 test images (9000 targeted attacks) at budgets 50, 85, 100
 # -> results/mnist-targeted (committed as docs/results/mnist-targeted; ~31 min on machine B).
@@ -67,4 +67,4 @@ $anu reproduce --dataset mnist --model-file "$model" --out results/mnist-targete
 
 # Table 1 in full: N = 1000, budgets 50, 70, 100, 200, 500, 1000, Figure 4 over 1000 iterations
 # -> results/mnist (not committed; ~37 min on machine A).
-$anu reproduce --dataset mnist --model-file "$model" --out results/mnist --untargeted-only
+$anu reproduce --dataset mnist --model-file "$model" --out results/mnist --untargeted-only --full

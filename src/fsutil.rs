@@ -116,6 +116,38 @@ pub fn finish_partial(partial: &Path, target: &Path) -> std::result::Result<(), 
     std::fs::rename(partial, target).map_err(|e| FileError::new(target, "cannot rename the download onto", e))
 }
 
+/// An exclusive lock on the folder `dir`, held until the returned file is dropped: the hidden
+/// lock file `.<folder name>.lock` beside the folder is locked with the operating system's
+/// advisory file lock, so a second process asking for the same folder waits (after `on_wait`
+/// is called once) until the first releases it or exits. Keeps two downloads into one folder
+/// from growing the same partial file. The lock file stays (removing it would let a waiting
+/// process and a new one lock different files).
+pub fn lock_folder(dir: &Path, on_wait: impl FnOnce()) -> std::result::Result<std::fs::File, FileError> {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".to_string());
+    let path = parent_dir(dir).join(format!(".{name}.lock"));
+    let parent = parent_dir(&path);
+    std::fs::create_dir_all(parent).map_err(|e| FileError::new(parent, "cannot create the folder", e))?;
+    refuse_non_regular(&path)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| FileError::new(&path, "cannot open the lock file", e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            on_wait();
+            file.lock().map_err(|e| FileError::new(&path, "cannot lock", e))?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(FileError::new(&path, "cannot lock", e)),
+    }
+}
+
 /// Removes the file `path` if it is there (a partial or rejected download).
 pub fn remove_if_present(path: &Path) -> std::result::Result<(), FileError> {
     match std::fs::remove_file(path) {

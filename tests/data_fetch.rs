@@ -636,3 +636,31 @@ fn the_command_uses_the_real_checksums_and_the_addresses_it_is_given() {
     );
     assert!(!ok && stderr.contains("no public download"), "{stderr}");
 }
+
+#[test]
+fn a_second_fetch_into_the_same_folder_waits_for_the_first() {
+    let server = Server::start();
+    let files = serve_mnist(&server);
+    let root = tempfile::tempdir().unwrap();
+    let folder = root.path().join("mnist");
+    let plan = file_plan(&files, vec![server.url("mnist")]);
+
+    // Another download holds the folder.
+    let held = anu::fsutil::lock_folder(&folder, || panic!("the folder was free")).unwrap();
+    let waiter = {
+        let (plan, folder) = (plan.clone(), folder.clone());
+        std::thread::spawn(move || fetch::fetch(&plan, &folder, &options(1)))
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(!waiter.is_finished(), "the second fetch did not wait");
+    assert_eq!(
+        server.request_count(),
+        0,
+        "nothing is downloaded while the folder is held"
+    );
+
+    drop(held);
+    let report = waiter.join().unwrap().unwrap();
+    assert_eq!(report.written.len(), 4);
+    assert_eq!(common::file_names(&folder), sorted_names(&files));
+}

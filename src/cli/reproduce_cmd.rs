@@ -8,7 +8,7 @@ use clap::Args;
 use anu::attack::AttackKind;
 use anu::data::Split;
 use anu::models::Architecture;
-use anu::reproduce::{ReproduceOptions, reproduce};
+use anu::reproduce::{Protocol, ReproduceOptions, reproduce};
 
 use super::{Common, ExecArgs, at_least_one};
 
@@ -22,13 +22,20 @@ pub struct ReproduceArgs {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
-    /// Number of test images (the first N).
-    #[arg(long, default_value_t = 1000)]
-    n: usize,
+    /// Run the paper's whole protocol: the first 1000 test images, every budget of Tables 1-2
+    /// and Figure 4 over 1000 iterations (hours on a CPU). Without it, a quick run of the same
+    /// comparisons: the data set's first few test images (MNIST 100, CIFAR-10 20, ImageNet 2),
+    /// the shortest budget and 100, Figure 4 over 100 iterations.
+    #[arg(long)]
+    full: bool,
+    /// Number of test images (the first N); overrides the protocol's.
+    #[arg(long)]
+    n: Option<usize>,
     /// Attacks to compare, in table order.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "ddn,anu")]
     pub attacks: Vec<AttackKind>,
-    /// Budgets for both tables (default: the paper's, 50,70,100,200,500,1000 and 50,85,100,300,500,1000; CIFAR-10 80 for 85).
+    /// Budgets for both tables; overrides the protocol's (with `--full` the paper's, 50,70,100,200,500,1000
+    /// and 50,85,100,300,500,1000; CIFAR-10 80 for 85, ImageNet 80,87 for 50,85).
     #[arg(long, value_delimiter = ',')]
     pub budgets: Option<Vec<usize>>,
     /// Only Table 1 (and Figures 3-4).
@@ -37,9 +44,9 @@ pub struct ReproduceArgs {
     /// Only Table 2 (and Figure 3).
     #[arg(long)]
     targeted_only: bool,
-    /// Iterations of the Figure 4 runs (0: no Figure 4).
-    #[arg(long, default_value_t = 1000)]
-    fig4_steps: usize,
+    /// Iterations of the Figure 4 runs (0: no Figure 4); overrides the protocol's.
+    #[arg(long)]
+    fig4_steps: Option<usize>,
     /// Redo rows that are already saved.
     #[arg(long)]
     force: bool,
@@ -50,12 +57,26 @@ pub struct ReproduceArgs {
 pub fn run(args: ReproduceArgs) -> Result<()> {
     anu::fsutil::check_output_dir(&args.out)?;
     let dataset = args.common.dataset;
-    at_least_one(args.n, "--n")?;
+    let mut protocol = match args.full {
+        true => Protocol::paper(dataset),
+        false => Protocol::quick(dataset),
+    };
+    if let Some(n) = args.n {
+        at_least_one(n, "--n")?;
+        protocol.n = n;
+    }
     if args.budgets.as_ref().is_some_and(|b| b.is_empty() || b.contains(&0)) {
         bail!("--budgets needs positive iteration counts, e.g. 50,100");
     }
     if args.attacks.is_empty() {
         bail!("--attacks needs at least one attack");
+    }
+    if let Some(budgets) = &args.budgets {
+        protocol.table1_budgets = budgets.clone();
+        protocol.table2_budgets = budgets.clone();
+    }
+    if let Some(steps) = args.fig4_steps {
+        protocol.fig4_steps = steps;
     }
     let model_file = args.model_file.clone().unwrap_or_else(|| {
         PathBuf::from(format!(
@@ -66,19 +87,30 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
     let execution = args.exec.execution(args.common.device, args.common.dataset)?;
     let device = args.common.device()?;
     let loaded = args.common.load_model(&model_file, &device)?;
-    let test = args.common.load(Split::Test)?.take(args.n);
-    let info = dataset.info();
-    let (t1, t2) = match &args.budgets {
-        Some(b) => (b.clone(), b.clone()),
-        None => (info.table1_budgets.to_vec(), info.table2_budgets.to_vec()),
-    };
+    let test = args.common.load(Split::Test)?.take(protocol.n);
+    if !args.full {
+        eprintln!(
+            "quick run: {} images, budgets {:?} / {:?} (--full: the paper's whole protocol)",
+            test.len(),
+            protocol.table1_budgets,
+            protocol.table2_budgets
+        );
+    }
     let options = ReproduceOptions {
         dataset,
         out: args.out.clone(),
         attacks: args.attacks.clone(),
-        table1_budgets: if args.targeted_only { vec![] } else { t1 },
-        table2_budgets: if args.untargeted_only { vec![] } else { t2 },
-        fig4_steps: args.fig4_steps,
+        table1_budgets: if args.targeted_only {
+            vec![]
+        } else {
+            protocol.table1_budgets
+        },
+        table2_budgets: if args.untargeted_only {
+            vec![]
+        } else {
+            protocol.table2_budgets
+        },
+        fig4_steps: protocol.fig4_steps,
         force: args.force,
         execution,
     };

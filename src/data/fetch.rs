@@ -381,9 +381,17 @@ pub fn fetch_dataset(
 }
 
 /// Obtains every item of `plan` in `folder`: items already there with the expected checksum
-/// are left alone, the others are downloaded, verified and put in place.
+/// are left alone, the others are downloaded, verified and put in place. One fetch runs at a
+/// time per folder: a second one (say, another process) waits for the first to finish, then
+/// finds its files in place.
 pub fn fetch(plan: &Plan, folder: &Path, options: &FetchOptions) -> Result<FetchReport, FetchError> {
     let mut fetcher = Fetcher::new(plan, folder, options)?;
+    let _lock = fsutil::lock_folder(folder, || {
+        eprintln!(
+            "{}: another download into this folder is running; waiting for it to finish",
+            folder.display()
+        )
+    })?;
     for item in &plan.items {
         match item {
             Item::File { name, sha256 } => fetcher.file(name, sha256)?,

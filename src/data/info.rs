@@ -37,6 +37,9 @@ pub struct DatasetInfo {
     pub default_batch_size: usize,
     /// Attacks per batch on a GPU, where the whole batch goes through the model in one pass.
     pub default_gpu_batch_size: usize,
+    /// Test images of the quick reproduction (`anu reproduce` without `--full`): as many as a
+    /// laptop CPU attacks in minutes at budgets 50-100 with both tables.
+    pub quick_images: usize,
 }
 
 /// Which target classes each image is attacked towards in Table 2.
@@ -82,6 +85,7 @@ const MNIST: DatasetInfo = DatasetInfo {
     targets: TargetProtocol::AllOthers,
     default_batch_size: 1000,
     default_gpu_batch_size: 1000,
+    quick_images: 100,
 };
 
 const CIFAR10: DatasetInfo = DatasetInfo {
@@ -98,6 +102,7 @@ const CIFAR10: DatasetInfo = DatasetInfo {
     targets: TargetProtocol::AllOthers,
     default_batch_size: 1000,
     default_gpu_batch_size: 1000,
+    quick_images: 20,
 };
 
 const IMAGENET_SAMPLE: DatasetInfo = DatasetInfo {
@@ -114,6 +119,7 @@ const IMAGENET_SAMPLE: DatasetInfo = DatasetInfo {
     targets: TargetProtocol::Random { per_image: 20, seed: 0 },
     default_batch_size: 25,
     default_gpu_batch_size: 100,
+    quick_images: 2,
 };
 
 impl DatasetName {

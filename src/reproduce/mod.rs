@@ -1,10 +1,11 @@
 //! `anu reproduce`: the paper's attack evaluation (Tables 1-2, Figures 3-4) in one job, with
 //! finished rows saved as they complete and reused on a rerun of the same experiment.
 //!
-//! [`plan`] lists the jobs and which are already done, [`rows`] keeps the saved results and
+//! [`protocol`] says how much of the paper's protocol to run, [`plan`] lists the jobs and which are already done, [`rows`] keeps the saved results and
 //! their keys, [`report`] writes tables and figures; [`reproduce`] runs them.
 
 pub mod plan;
+pub mod protocol;
 pub mod report;
 pub mod rows;
 
@@ -14,6 +15,7 @@ use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub use plan::{Job, JobKind, Plan};
+pub use protocol::Protocol;
 pub use rows::{Fig4Data, Row, RowKey, Table};
 
 use crate::attack::stats::mean_median;
