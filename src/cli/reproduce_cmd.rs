@@ -88,7 +88,7 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
     let device = args.common.device()?;
     let loaded = args.common.load_model(&model_file, &device)?;
     let test = args.common.load(Split::Test)?.take(protocol.n);
-    if !args.full {
+    if !args.full && args.n.is_none() && args.budgets.is_none() {
         eprintln!(
             "quick run: {} images, budgets {:?} / {:?} (--full: the paper's whole protocol)",
             test.len(),
