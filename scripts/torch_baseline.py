@@ -1,13 +1,16 @@
 """PyTorch baseline for `anu bench` / `anu attack` on the same machine (a measurement aid only;
 anu itself never runs Python).
 
-Loads anu's MNIST CNN weights into an equivalent torch module and times
-  1. forward + input gradient at batch 1000 (images x iterations per second), and
+Loads anu's small-CNN weights (MNIST or CIFAR-10) into an equivalent torch module and times
+  1. forward, and forward + input gradient, in images x iterations per second at each batch
+     size of --batch-sizes, both on the whole batch and in chunks of 64 (as `anu bench` does),
   2. Foolbox 3's DDN (the PyTorch tool people use) for 100 steps on the first N test images,
-reporting mean/median L2 and seconds, to set beside `anu bench` and `anu attack --attack ddn`.
+reporting mean/median L2 and seconds, to set beside `anu bench` and `anu attack --attack ddn`
+(skipped with --no-attack).
 
     pip install torch==2.9.0 foolbox safetensors numpy
     python scripts/torch_baseline.py --data-dir ../shared/data --model models/mnist-cnn.safetensors
+    python scripts/torch_baseline.py --dataset cifar10 --model models/cifar-cnn.safetensors --no-attack
 """
 import argparse
 import gzip
@@ -22,16 +25,21 @@ import torch.nn.functional as F
 from safetensors.numpy import load_file
 
 
+# (input channels, conv widths a and b, flattened features, hidden width), as in anu's SmallCnnShape.
+SHAPES = {"mnist": (1, 32, 64, 1024, 200), "cifar10": (3, 64, 128, 3200, 256)}
+
+
 class SmallCnn(nn.Module):
-    def __init__(self):
+    def __init__(self, dataset):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3)
-        self.conv2 = nn.Conv2d(32, 32, 3)
-        self.conv3 = nn.Conv2d(32, 64, 3)
-        self.conv4 = nn.Conv2d(64, 64, 3)
-        self.fc1 = nn.Linear(1024, 200)
-        self.fc2 = nn.Linear(200, 200)
-        self.fc3 = nn.Linear(200, 10)
+        c, a, b, flat, hidden = SHAPES[dataset]
+        self.conv1 = nn.Conv2d(c, a, 3)
+        self.conv2 = nn.Conv2d(a, a, 3)
+        self.conv3 = nn.Conv2d(a, b, 3)
+        self.conv4 = nn.Conv2d(b, b, 3)
+        self.fc1 = nn.Linear(flat, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.fc3 = nn.Linear(hidden, 10)
 
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
@@ -41,9 +49,9 @@ class SmallCnn(nn.Module):
         return self.fc3(x)
 
 
-def load_model(path):
+def load_model(path, dataset):
     tensors = load_file(path)
-    model = SmallCnn()
+    model = SmallCnn(dataset)
     state = {}
     for name, value in tensors.items():
         key = name.removeprefix("SmallCnn.")
@@ -63,6 +71,33 @@ def load_mnist_test(data_dir, n):
     return x, torch.from_numpy(labels[:n].astype(np.int64))
 
 
+def load_cifar10_test(data_dir, n):
+    with gzip.open(os.path.join(data_dir, "cifar10", "test_batch.bin.gz")) as f:
+        records = np.frombuffer(f.read(), np.uint8).reshape(-1, 1 + 3 * 32 * 32)
+    x = torch.from_numpy(records[:n, 1:].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
+    return x, torch.from_numpy(records[:n, 0].astype(np.int64))
+
+
+def cycled(x, y, b):
+    """The first b images, cycling through x when b > len(x) (as `anu bench` fills batches)."""
+    idx = torch.arange(b) % len(x)
+    return x[idx].contiguous(), y[idx].contiguous()
+
+
+def time_forward(model, x, reps, chunk):
+    def once():
+        with torch.no_grad():
+            for start in range(0, len(x), chunk):
+                model(x[start:start + chunk])
+    once()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        once()
+        best = min(best, time.perf_counter() - t0)
+    return len(x) / best
+
+
 def time_forward_input_grad(model, x, y, reps, chunk):
     def once():
         for start in range(0, len(x), chunk):
@@ -70,16 +105,22 @@ def time_forward_input_grad(model, x, y, reps, chunk):
             loss = F.cross_entropy(model(leaf), y[start:start + chunk], reduction="sum")
             (grad,) = torch.autograd.grad(loss, leaf)
     once()
-    t0 = time.perf_counter()
+    best = float("inf")
     for _ in range(reps):
+        t0 = time.perf_counter()
         once()
-    return len(x) * reps / (time.perf_counter() - t0)
+        best = min(best, time.perf_counter() - t0)
+    return len(x) / best
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--data-dir", default=os.environ.get("ANU_DATA", "data"))
+    p.add_argument("--dataset", choices=sorted(SHAPES), default="mnist")
     p.add_argument("--model", default="models/mnist-cnn.safetensors")
+    p.add_argument("--batch-sizes", default="100,1000", help="comma-separated, as `anu bench --batch-sizes`")
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions; the fastest counts")
+    p.add_argument("--no-attack", action="store_true", help="time the model passes only")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
@@ -87,14 +128,32 @@ def main():
     p.add_argument("--json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    for param in (model := load_model(args.model)).parameters():
+    for param in (model := load_model(args.model, args.dataset)).parameters():
         param.requires_grad_(False)
-    x, y = load_mnist_test(args.data_dir, args.n)
+    load = load_mnist_test if args.dataset == "mnist" else load_cifar10_test
+    x, y = load(args.data_dir, args.n)
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == y).float().mean().item()
-    result = {"torch": torch.__version__, "threads": args.threads, "n": args.n, "clean_accuracy": accuracy}
-    for chunk in (args.n, 64):
-        result[f"forward_input_grad_img_per_s_chunk{chunk}"] = time_forward_input_grad(model, x, y, 3, chunk)
+    result = {
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "dataset": args.dataset,
+        "n": args.n,
+        "clean_accuracy": accuracy,
+    }
+    for b in [int(v) for v in args.batch_sizes.split(",")]:
+        xb, yb = cycled(x, y, b)
+        for chunk in (b, 64):
+            result[f"batch{b}_forward_img_per_s_chunk{chunk}"] = time_forward(model, xb, args.reps, chunk)
+            result[f"batch{b}_forward_input_grad_img_per_s_chunk{chunk}"] = time_forward_input_grad(
+                model, xb, yb, args.reps, chunk
+            )
+    if args.no_attack:
+        print(json.dumps(result, indent=2))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+        return
 
     import foolbox as fb
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))

@@ -3,6 +3,9 @@
 mod cli;
 
 fn main() {
+    // Attack iterations allocate and free buffers of a few megabytes each; keep them for reuse
+    // instead of returning them to the system (see the function's documentation).
+    anu::kernels::retain_freed_memory();
     if let Err(e) = cli::main() {
         eprintln!("error: {}", message(&e));
         std::process::exit(1);

@@ -10,6 +10,8 @@ use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::kernels;
+
 /// Layer widths of a [`SmallCnn`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SmallCnnShape {
@@ -133,12 +135,12 @@ impl SmallCnn {
 
     /// Logits `[B, classes]` of images `[B, C, H, W]` in [0,1].
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.conv1.forward(images));
-        let x = relu(self.conv2.forward(x));
-        let x = self.pool.forward(x);
-        let x = relu(self.conv3.forward(x));
-        let x = relu(self.conv4.forward(x));
-        let x = self.pool.forward(x);
+        let x = kernels::conv2d_relu_layer(&self.conv1, images);
+        let x = kernels::conv2d_relu_layer(&self.conv2, x);
+        let x = kernels::max_pool2d_layer(&self.pool, x);
+        let x = kernels::conv2d_relu_layer(&self.conv3, x);
+        let x = kernels::conv2d_relu_layer(&self.conv4, x);
+        let x = kernels::max_pool2d_layer(&self.pool, x);
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self.dropout.forward(relu(self.fc1.forward(x)));
         let x = relu(self.fc2.forward(x));

@@ -12,6 +12,8 @@ use burn::nn::{
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 
+use crate::kernels;
+
 /// CIFAR-10 channel means used by the DDN authors' normalisation layer.
 pub const CIFAR_MEAN: [f32; 3] = [0.491, 0.482, 0.447];
 /// CIFAR-10 channel standard deviations of the same layer.
@@ -59,12 +61,12 @@ impl Block {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let pre = relu(self.bn1.forward(x.clone()));
         let skip = match &self.shortcut {
-            Some(s) => s.forward(pre.clone()),
+            Some(s) => kernels::conv2d_layer(s, pre.clone()),
             None => x,
         };
-        let y = self.conv1.forward(pre);
+        let y = kernels::conv2d_layer(&self.conv1, pre);
         let y = self.dropout.forward(relu(self.bn2.forward(y)));
-        self.conv2.forward(y).add(skip)
+        kernels::conv2d_layer(&self.conv2, y).add(skip)
     }
 }
 
@@ -107,7 +109,7 @@ impl WideResNet {
         let device = images.device();
         let mean = Tensor::<1>::from_floats(CIFAR_MEAN, &device).reshape([1, 3, 1, 1]);
         let std = Tensor::<1>::from_floats(CIFAR_STD, &device).reshape([1, 3, 1, 1]);
-        let mut x = self.stem.forward(images.sub(mean).div(std));
+        let mut x = kernels::conv2d_layer(&self.stem, images.sub(mean).div(std));
         for block in &self.blocks {
             x = block.forward(x);
         }

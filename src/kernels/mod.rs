@@ -1,0 +1,493 @@
+//! Fast CPU kernels for the layers of the small CNNs, chosen by the backend.
+//!
+//! The models call [`conv2d_layer`] / [`conv2d_relu_layer`] (or [`conv2d`] / [`conv2d_relu`])
+//! for every convolution and [`max_pool2d_layer`] for every max pooling. On the `flex` CPU
+//! backend, a `float32` convolution with stride 1, no dilation, one group, a filter larger than
+//! 1x1 of at most [`MAX_TAPS`] taps (input channels times filter size) and padding below the
+//! filter size runs the direct kernel of [`conv`], with the bias and the ReLU applied as the
+//! output is written; a 2x2 max pooling with stride 2 runs the kernel of [`pool`]. Both go
+//! through the backend extension [`KernelBackend`], forward and gradient alike. Every other
+//! layer, and every layer on another backend (wgpu, CUDA...), is burn's own operation. Both
+//! compute the same function: which one ran changes a result by float rounding only (pooling
+//! and ReLU not at all).
+//!
+//! Under autodiff, the convolution's backward pass computes the input gradient with the direct
+//! kernel (a convolution of the padded output gradient by the flipped, transposed filter; the
+//! ReLU's gradient is applied while padding) and the filter and bias gradients with burn's own
+//! backward operations, so training is unaffected. Pooling recomputes each window's argmax from
+//! its input instead of storing indices.
+//!
+//! The first direct convolution also sets glibc's allocator to keep freed memory
+//! ([`retain_freed_memory`]).
+
+pub mod conv;
+pub mod pool;
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::backend::ops::{ActivationOps, ModuleOps};
+use burn::backend::{Autodiff, Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
+use burn::prelude::*;
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::{DType, IntDType, TensorData};
+
+use conv::{Epilogue, PackedFilter};
+
+/// Layers a backend may run with its own kernels.
+#[backend_extension(Flex, Autodiff)]
+pub trait KernelBackend: Backend {
+    /// `[B, C_out, H + 2 p_h - KH + 1, W + 2 p_w - KW + 1]`: the convolution of `x`
+    /// (`[B, C_in, H, W]`) by `weight` (`[C_out, C_in, KH, KW]`) with stride 1 and zero padding
+    /// `padding = [p_h, p_w]` (each below the kernel size), plus `bias` (`[C_out]`) on every
+    /// output channel, then ReLU if `relu`.
+    fn direct_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: [usize; 2],
+        relu: bool,
+    ) -> FloatTensor<Self>;
+
+    /// The gradient with respect to `x` of [`KernelBackend::direct_conv2d`] without ReLU given
+    /// the gradient `output_grad` of its output: `[B, C_in, OH - 2 p_h + KH - 1, OW - 2 p_w + KW
+    /// - 1]`.
+    fn direct_conv2d_x_backward(
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        padding: [usize; 2],
+    ) -> FloatTensor<Self>;
+
+    /// The same with ReLU, given also the `output` of the convolution (after ReLU).
+    fn direct_conv2d_relu_x_backward(
+        weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        padding: [usize; 2],
+    ) -> FloatTensor<Self>;
+
+    /// `[B, C, H / 2, W / 2]`: the maxima of the 2x2 windows of `x` (`[B, C, H, W]`) taken
+    /// with stride 2.
+    fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// The gradient with respect to `x` of [`KernelBackend::max_pool2x2`] given the gradient
+    /// `output_grad` of its output.
+    fn max_pool2x2_backward(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+fn stride1_options(padding: [usize; 2]) -> ConvOptions<2> {
+    ConvOptions::new([1, 1], padding, [1, 1], 1)
+}
+
+fn transposed_options(padding: [usize; 2]) -> ConvTransposeOptions<2> {
+    ConvTransposeOptions::new([1, 1], padding, [0, 0], [1, 1], 1)
+}
+
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let shape = t.shape();
+    [shape[0], shape[1], shape[2], shape[3]]
+}
+
+fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// Keeps freed memory in the process instead of returning it to the operating system, on Linux
+/// with glibc: allocations up to 32 MiB come from the heap (not from fresh mappings) and the
+/// heap is not trimmed below 1 GiB of free memory at its top. Every tensor of an attack
+/// iteration is a new buffer of a few megabytes; by default glibc maps and unmaps most of them,
+/// and the kernel then zeroes every page on its first touch, which costs a fifth of an
+/// iteration on the small CNNs. With these settings the buffers are recycled. The process's
+/// memory footprint stays at its peak instead of shrinking between iterations. Runs once.
+pub fn retain_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: `mallopt` only changes allocator parameters; it is called before the
+        // allocations it is meant for and is thread-safe in glibc.
+        ONCE.call_once(|| unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        });
+    }
+}
+
+fn all_f32(tensors: &[&FlexTensor]) -> bool {
+    tensors.iter().all(|t| t.dtype() == DType::F32)
+}
+
+/// Input gradient of the convolution by `weight`: the direct kernel on the output gradient,
+/// padded (and masked by the ReLU `output` if given).
+fn flex_x_backward(
+    weight: FlexTensor,
+    relu_output: Option<FlexTensor>,
+    output_grad: FlexTensor,
+    padding: [usize; 2],
+) -> FlexTensor {
+    let (weight, grad) = (weight.to_contiguous(), output_grad.to_contiguous());
+    let relu_output = relu_output.map(|o| o.to_contiguous());
+    let w_shape = dims4(&weight);
+    let [_, c_in, kh, kw] = w_shape;
+    let [b, c_out, oh, ow] = dims4(&grad);
+    let q = [kh - 1 - padding[0], kw - 1 - padding[1]];
+    let filter = PackedFilter::input_gradient(weight.storage::<f32>(), w_shape);
+    let input = conv::Input {
+        values: grad.storage::<f32>(),
+        shape: [b, c_out, oh, ow],
+        padding: q,
+        relu_mask: relu_output.as_ref().map(|o| o.storage::<f32>()),
+    };
+    let out = conv::conv2d(input, &filter, Epilogue::default());
+    flex_tensor(out, [b, c_in, oh + 2 * q[0] + 1 - kh, ow + 2 * q[1] + 1 - kw])
+}
+
+impl KernelBackend for Flex {
+    fn direct_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        padding: [usize; 2],
+        relu: bool,
+    ) -> FlexTensor {
+        retain_freed_memory();
+        if !all_f32(&[&x, &weight, &bias]) {
+            let out = Flex::conv2d(x, weight, Some(bias), stride1_options(padding));
+            return if relu { Flex::relu(out) } else { out };
+        }
+        let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
+        let [b, c_in, h, w] = dims4(&x);
+        let w_shape = dims4(&weight);
+        let filter = PackedFilter::forward(weight.storage::<f32>(), w_shape);
+        let epilogue = Epilogue {
+            bias: Some(bias.storage::<f32>()),
+            relu,
+        };
+        let input = conv::Input {
+            values: x.storage::<f32>(),
+            shape: [b, c_in, h, w],
+            padding,
+            relu_mask: None,
+        };
+        let out = conv::conv2d(input, &filter, epilogue);
+        let [kh, kw] = filter.kernel();
+        let (hp, wp) = (h + 2 * padding[0], w + 2 * padding[1]);
+        flex_tensor(out, [b, w_shape[0], hp + 1 - kh, wp + 1 - kw])
+    }
+
+    fn direct_conv2d_x_backward(weight: FlexTensor, output_grad: FlexTensor, padding: [usize; 2]) -> FlexTensor {
+        if !all_f32(&[&weight, &output_grad]) {
+            return Flex::conv_transpose2d(output_grad, weight, None, transposed_options(padding));
+        }
+        flex_x_backward(weight, None, output_grad, padding)
+    }
+
+    fn direct_conv2d_relu_x_backward(
+        weight: FlexTensor,
+        output: FlexTensor,
+        output_grad: FlexTensor,
+        padding: [usize; 2],
+    ) -> FlexTensor {
+        if !all_f32(&[&weight, &output, &output_grad]) {
+            let grad = Flex::relu_backward(output, output_grad);
+            return Flex::conv_transpose2d(grad, weight, None, transposed_options(padding));
+        }
+        flex_x_backward(weight, Some(output), output_grad, padding)
+    }
+
+    fn max_pool2x2(x: FlexTensor) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return Flex::max_pool2d(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
+        }
+        let x = x.to_contiguous();
+        let [b, c, h, w] = dims4(&x);
+        let out = pool::max_pool2x2(x.storage::<f32>(), b * c, [h, w]);
+        flex_tensor(out, [b, c, h / 2, w / 2])
+    }
+
+    fn max_pool2x2_backward(x: FlexTensor, output_grad: FlexTensor) -> FlexTensor {
+        assert!(
+            x.dtype() == DType::F32 && output_grad.dtype() == DType::F32,
+            "the 2x2 max pooling kernel runs on float32 only"
+        );
+        let (x, grad) = (x.to_contiguous(), output_grad.to_contiguous());
+        let [b, c, h, w] = dims4(&x);
+        let out = pool::max_pool2x2_backward(x.storage::<f32>(), grad.storage::<f32>(), b * c, [h, w]);
+        flex_tensor(out, [b, c, h, w])
+    }
+}
+
+/// Parent: the pooled input.
+#[derive(Debug)]
+struct MaxPool2x2Backward;
+
+impl<B: Backend + KernelBackend> Backward<B, 1> for MaxPool2x2Backward {
+    type State = NodeId;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(ops.state);
+        if let [Some(node)] = ops.parents {
+            grads.register::<B>(node.id, B::max_pool2x2_backward(x, grad));
+        }
+    }
+}
+
+/// Parents: the input, the filter and the bias.
+#[derive(Debug)]
+struct DirectConvBackward;
+
+/// What the convolution's backward pass needs: the checkpointed input, filter and bias, the
+/// output if ReLU was applied, and the padding.
+type ConvState<B> = (NodeId, NodeId, NodeId, Option<FloatTensor<B>>, [usize; 2]);
+
+impl<B: Backend + KernelBackend> Backward<B, 3> for DirectConvBackward {
+    type State = ConvState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state, bias_state, relu_output, padding) = ops.state;
+        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
+        let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
+        let bias = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(bias_state);
+        let [node_x, node_weight, node_bias] = ops.parents;
+        if let Some(node) = node_x {
+            let dx = match &relu_output {
+                Some(output) => B::direct_conv2d_relu_x_backward(weight.clone(), output.clone(), grad.clone(), padding),
+                None => B::direct_conv2d_x_backward(weight.clone(), grad.clone(), padding),
+            };
+            grads.register::<B>(node.id, dx);
+        }
+        if node_weight.is_none() && node_bias.is_none() {
+            return;
+        }
+        // The filter and bias gradients (training only) by burn's own operations.
+        let grad = match relu_output {
+            Some(output) => B::relu_backward(output, grad),
+            None => grad,
+        };
+        if let Some(node) = node_weight {
+            let dw = B::conv2d_weight_backward(x.clone(), weight, grad.clone(), stride1_options(padding));
+            grads.register::<B>(node.id, dw);
+        }
+        if let Some(node) = node_bias {
+            grads.register::<B>(node.id, B::conv2d_bias_backward(x, bias, grad));
+        }
+    }
+}
+
+impl<B: Backend + KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
+    fn direct_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: [usize; 2],
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        match DirectConvBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let (x_state, weight_state, bias_state) =
+                    (prep.checkpoint(&x), prep.checkpoint(&weight), prep.checkpoint(&bias));
+                let out = B::direct_conv2d(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                    padding,
+                    relu,
+                );
+                let relu_output = relu.then(|| out.clone());
+                prep.finish((x_state, weight_state, bias_state, relu_output, padding), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::direct_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+                padding,
+                relu,
+            )),
+        }
+    }
+
+    // The two backward operations are differentiable through burn's own operations (a second
+    // derivative is never asked for by the attacks or the trainer).
+
+    fn direct_conv2d_x_backward(
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        Self::conv_transpose2d(output_grad, weight, None, transposed_options(padding))
+    }
+
+    fn direct_conv2d_relu_x_backward(
+        weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        padding: [usize; 2],
+    ) -> FloatTensor<Self> {
+        let grad = Self::relu_backward(output, output_grad);
+        Self::conv_transpose2d(grad, weight, None, transposed_options(padding))
+    }
+
+    fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match MaxPool2x2Backward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let state = prep.checkpoint(&x);
+                prep.finish(state, B::max_pool2x2(x.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::max_pool2x2(x.into_primitive())),
+        }
+    }
+
+    fn max_pool2x2_backward(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        // burn's pooling backward pass, from the indices of its forward pass.
+        let (k, s, p, d) = ([2, 2], [2, 2], [0, 0], [1, 1]);
+        let indices = Self::max_pool2d_with_indices(x.clone(), k, s, p, d, false, IntDType::I64).indices;
+        Self::max_pool2d_with_indices_backward(x, k, s, p, d, false, output_grad, indices).x_grad
+    }
+}
+
+/// Whether `device` computes with the `flex` backend (with or without autodiff).
+fn is_flex(device: &Device) -> bool {
+    device.clone().inner() == Device::flex()
+}
+
+/// Most taps (input channels x filter size) the direct kernel takes: 16 output channels of
+/// packed filter are then 256 KiB.
+pub const MAX_TAPS: usize = 4096;
+
+/// The padding of `options` if the direct kernel computes the convolution of `x` by a filter of
+/// `kernel` size with them on its backend (see the module docs).
+fn direct_padding(x: &Tensor<4>, kernel: [usize; 2], options: &ConvOptions<2>) -> Option<[usize; 2]> {
+    let padding = options.padding_begin();
+    // 1x1 filters are a plain matrix product, which burn's own kernel does well; past
+    // `MAX_TAPS` taps a block of packed filter no longer stays in a core's L2 cache while the
+    // tiles of an image stream through it, and burn's blocked matrix product wins.
+    let taps = x.dims()[1] * kernel[0] * kernel[1];
+    let direct = kernel[0] * kernel[1] > 1
+        && taps <= MAX_TAPS
+        && options.stride == [1, 1]
+        && options.dilation == [1, 1]
+        && options.groups == 1
+        && padding == options.padding_end()
+        && padding[0] < kernel[0]
+        && padding[1] < kernel[1]
+        && x.dtype() == DType::F32
+        && is_flex(&x.device());
+    direct.then_some(padding)
+}
+
+/// `relu(conv2d(..))` (if `relu`) or `conv2d(..)` through the direct kernel.
+fn direct_conv2d(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    padding: [usize; 2],
+    relu: bool,
+) -> Tensor<4> {
+    let [c_out, ..] = weight.dims();
+    // A zero bias adds nothing (and no gradient flows to it: it is not tracked).
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([c_out], &x.device()));
+    let out = <burn::backend::Dispatch as KernelBackend>::direct_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        padding,
+        relu,
+    );
+    Tensor::from_dispatch(out)
+}
+
+/// The convolution `burn::tensor::module::conv2d(x, weight, bias, options)`, through the direct
+/// kernel where the backend has one for it (see the module docs).
+pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
+    let [_, _, kh, kw] = weight.dims();
+    match direct_padding(&x, [kh, kw], &options) {
+        Some(padding) => direct_conv2d(x, weight, bias, padding, false),
+        None => burn::tensor::module::conv2d(x, weight, bias, options),
+    }
+}
+
+/// `relu(conv2d(x, weight, bias, options))`, in one pass through the direct kernel where the
+/// backend has one for it: the ReLU is applied as the output is written, and its gradient as
+/// the output gradient is padded for the input gradient.
+pub fn conv2d_relu(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
+    let [_, _, kh, kw] = weight.dims();
+    match direct_padding(&x, [kh, kw], &options) {
+        Some(padding) => direct_conv2d(x, weight, bias, padding, true),
+        None => burn::tensor::activation::relu(burn::tensor::module::conv2d(x, weight, bias, options)),
+    }
+}
+
+/// The convolution options of `layer` on an input of `[height, width]`, as its `forward` computes
+/// them.
+fn layer_options(layer: &Conv2d, [h, w]: [usize; 2]) -> ConvOptions<2> {
+    let [kh, kw] = layer.kernel_size;
+    let same = |k: usize, stride: usize, size: usize| {
+        let out = size.div_ceil(stride);
+        let total = if out > 0 {
+            ((out - 1) * stride + k).saturating_sub(size)
+        } else {
+            0
+        };
+        (total / 2, total - total / 2)
+    };
+    let ((top, bottom), (left, right)) = match layer.padding {
+        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+        PaddingConfig2d::Same => (same(kh, layer.stride[0], h), same(kw, layer.stride[1], w)),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
+    };
+    ConvOptions::new_with_padding(
+        layer.stride,
+        [(top, bottom), (left, right)],
+        layer.dilation,
+        layer.groups,
+    )
+}
+
+/// `layer.forward(x)`, through [`conv2d`].
+pub fn conv2d_layer(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let options = layer_options(layer, [h, w]);
+    conv2d(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), options)
+}
+
+/// `relu(layer.forward(x))`, through [`conv2d_relu`].
+pub fn conv2d_relu_layer(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let options = layer_options(layer, [h, w]);
+    conv2d_relu(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), options)
+}
+
+/// `layer.forward(x)`, through the 2x2 pooling kernel where the backend has one for it (see the
+/// module docs).
+pub fn max_pool2d_layer(layer: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let no_padding = match layer.padding {
+        PaddingConfig2d::Valid => true,
+        PaddingConfig2d::Explicit(top, left, bottom, right) => top + left + bottom + right == 0,
+        PaddingConfig2d::Same => false,
+    };
+    let direct = layer.kernel_size == [2, 2]
+        && layer.stride == [2, 2]
+        && layer.dilation == [1, 1]
+        && no_padding
+        && (!layer.ceil_mode || (h % 2 == 0 && w % 2 == 0))
+        && x.dtype() == DType::F32
+        && is_flex(&x.device());
+    if !direct {
+        return layer.forward(x);
+    }
+    Tensor::from_dispatch(<burn::backend::Dispatch as KernelBackend>::max_pool2x2(
+        x.into_dispatch(),
+    ))
+}
