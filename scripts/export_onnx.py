@@ -17,6 +17,9 @@ Writes into tests/fixtures/onnx/ (each well under 1.5 MB):
   resnet-dynamo.onnx                the same network through torch's default (dynamo) exporter;
   softmax.onnx, softmax.json        a tiny classifier ending in a Softmax (its JSON holds the
                                     logits before the Softmax);
+  batch-norm.onnx, batch-norm.json  a tiny classifier whose batch norms cannot be folded into a
+                                    convolution (after a ReLU, on a value read twice, on a
+                                    flattened vector);
   gelu.onnx                         a tiny classifier with a GELU (an operator anu does not run).
 and into --big-dir (default target/onnx, not committed: 4.6 MB) cifar-cnn.onnx and into the
 fixtures folder cifar-cnn.json.
@@ -24,6 +27,25 @@ fixtures folder cifar-cnn.json.
 Each JSON holds `input_shape`, three fixed inputs in [0,1] (`inputs`, flattened), `labels`,
 PyTorch's `logits` and `grads`: the gradient of the summed cross-entropy of the logits at
 `labels` with respect to the [0,1] input (after the normalisation, where there is one).
+
+With --efficientnet-weights, it exports only EfficientNet-Lite0 as the PyPI package
+`efficientnet-lite-pytorch` 0.1.0 builds it (the layout of anu's built-in `efficientnet-lite0`),
+with those weights, to --efficientnet-out and its side file of weights (.onnx.data, about 19 MB:
+not committed). It goes through torch's default (dynamo) exporter, which writes the package's
+TF-style 'same' paddings into the convolutions (the legacy exporter computes them with a
+subgraph of shape operators that anu does not run). Its graph takes the normalised image,
+(x - 127/255) / (128/255), so `anu` runs it with that normalisation in front:
+
+    /tmp/onnx-venv/bin/pip download --no-deps efficientnet-lite-pytorch==0.1.0 -d /tmp/effpkg
+    (cd /tmp/effpkg && unzip -o efficientnet_lite_pytorch-0.1.0-py3-none-any.whl)
+    /tmp/onnx-venv/bin/python scripts/export_onnx.py --efficientnet-package /tmp/effpkg \
+        --efficientnet-weights $ANU_DATA/models/efficientnet-lite0-57934424.pth \
+        --efficientnet-out target/onnx/efficientnet-lite0.onnx
+    anu eval --dataset imagenet-sample --model-file target/onnx/efficientnet-lite0.onnx \
+        --mean 0.49803922,0.49803922,0.49803922 --std 0.50196078,0.50196078,0.50196078
+
+`cargo test --release --test onnx -- --ignored` then compares that file with the built-in model
+and with the package's logits in tests/fixtures/efficientnet-lite0-logits.json.
 """
 import argparse
 import json
@@ -132,7 +154,7 @@ class TinyResNet(nn.Module):
 
 def randomise_batch_norms(model, gen):
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             c = m.num_features
             m.weight.data = 0.5 + torch.rand(c, generator=gen)
             m.bias.data = 0.2 * torch.randn(c, generator=gen)
@@ -151,6 +173,23 @@ class SoftmaxNet(nn.Module):
 
     def forward(self, x):
         return F.softmax(self.logits(x), dim=1)
+
+
+class BatchNormNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3)
+        self.bn1 = nn.BatchNorm2d(4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.bn3 = nn.BatchNorm1d(4 * 3 * 3)
+        self.fc = nn.Linear(4 * 3 * 3, 10)
+
+    def forward(self, x):
+        x = self.bn1(F.relu(self.conv1(x)))
+        y = self.conv2(x)
+        x = F.max_pool2d(self.bn2(y) + y, 2)
+        return self.fc(self.bn3(torch.flatten(x, 1)))
 
 
 class GeluNet(nn.Module):
@@ -205,12 +244,35 @@ def reference(logits_fn, shape, path, seed, mean=None, std=None):
     print(f"wrote {path} ({os.path.getsize(path)} bytes)")
 
 
+def export_efficientnet_lite0(package_dir, weights, path):
+    """EfficientNet-Lite0 of `efficientnet-lite-pytorch` 0.1.0 with the weights `weights`."""
+    import sys
+
+    if package_dir:
+        sys.path.insert(0, package_dir)
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+    model.eval()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    export(model, (3, 224, 224), path, dynamo=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", default="tests/fixtures/onnx")
     parser.add_argument("--big-dir", default="target/onnx")
     parser.add_argument("--models-dir", default="models")
+    parser.add_argument("--efficientnet-package", default=None,
+                        help="folder holding the unzipped efficientnet_lite_pytorch package (if not pip-installed)")
+    parser.add_argument("--efficientnet-weights", default=None,
+                        help="export only EfficientNet-Lite0 with these weights (efficientnet-lite0-57934424.pth)")
+    parser.add_argument("--efficientnet-out", default="target/onnx/efficientnet-lite0.onnx")
     args = parser.parse_args()
+    if args.efficientnet_weights:
+        export_efficientnet_lite0(args.efficientnet_package, args.efficientnet_weights, args.efficientnet_out)
+        return
     os.makedirs(args.out_dir, exist_ok=True)
     os.makedirs(args.big_dir, exist_ok=True)
     out = lambda name: os.path.join(args.out_dir, name)
@@ -238,6 +300,17 @@ def main():
     reference(soft.logits, (1, 8, 8), out("softmax.json"), seed=5)
 
     export(GeluNet().eval(), (1, 8, 8), out("gelu.onnx"))
+
+    export_batch_norm_net(out)
+
+
+def export_batch_norm_net(out):
+    gen = torch.Generator().manual_seed(6)
+    net = BatchNormNet()
+    randomise_batch_norms(net, gen)
+    net.eval()
+    export(net, (1, 8, 8), out("batch-norm.onnx"), fold=False)
+    reference(net, (1, 8, 8), out("batch-norm.json"), seed=7)
 
 
 if __name__ == "__main__":

@@ -1,69 +1,212 @@
 //! Runs a compiled [`Program`] with burn tensor operations, so that whatever device the
-//! tensors are on computes it and burn's autodiff differentiates it. Shapes are checked before
-//! each operation: a graph that does not fit its input gives an error naming the node, never a
-//! panic inside burn.
+//! tensors are on computes it and burn's autodiff differentiates it. Values are held at their
+//! ONNX rank ([`Val`]), so each ONNX operator is one burn operation with no reshapes around
+//! it, and convolutions and max pooling go through [`crate::kernels`] as in the built-in models.
+//! Shapes
+//! are checked before each operation: a graph that does not fit its input gives an
+//! error naming the node, never a panic inside burn.
 
 use burn::module::Param;
+use burn::nn::PaddingConfig2d;
+use burn::nn::pool::MaxPool2d;
 use burn::prelude::*;
 use burn::tensor::activation;
-use burn::tensor::module::{avg_pool2d, conv2d, linear, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions, PadMode};
+use burn::tensor::module::{avg_pool2d, linear};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, PadMode};
 
-use super::graph::{Binary, MAX_RANK, Op, Operand, PadKind, Padding, Program, Unary};
+use super::graph::{Binary, MAX_RANK, Op, Operand, PadKind, Padding, Program, Step, Unary};
+use crate::kernels::{conv2d, max_pool2d_layer};
 
-/// A value of the graph: a tensor of rank [`MAX_RANK`] whose last `rank` dimensions are the
-/// ONNX value's (the leading ones are of size 1).
+/// A value of the graph, held at its ONNX rank (a scalar as a vector of one element).
 #[derive(Clone, Debug)]
-pub struct Val {
-    t: Tensor<MAX_RANK>,
-    rank: usize,
+pub enum Val {
+    R1(Tensor<1>),
+    R2(Tensor<2>),
+    R3(Tensor<3>),
+    R4(Tensor<4>),
+    R5(Tensor<5>),
+    R6(Tensor<6>),
 }
+
+/// `$e` with `$t` bound to the tensor of a value, whatever its rank.
+macro_rules! with_tensor {
+    ($v:expr, $t:ident => $e:expr) => {
+        match $v {
+            Val::R1($t) => $e,
+            Val::R2($t) => $e,
+            Val::R3($t) => $e,
+            Val::R4($t) => $e,
+            Val::R5($t) => $e,
+            Val::R6($t) => $e,
+        }
+    };
+}
+
+/// The value of the same rank whose tensor is `$e`, with `$t` bound to the tensor of `$v`.
+macro_rules! map_tensor {
+    ($v:expr, $t:ident => $e:expr) => {
+        match $v {
+            Val::R1($t) => Val::R1($e),
+            Val::R2($t) => Val::R2($e),
+            Val::R3($t) => Val::R3($e),
+            Val::R4($t) => Val::R4($e),
+            Val::R5($t) => Val::R5($e),
+            Val::R6($t) => Val::R6($e),
+        }
+    };
+}
+
+/// `Some` value of the common rank whose tensor is `$e`, with `$x` and `$y` bound to the
+/// tensors of `$a` and `$b`; `None` when their ranks differ.
+macro_rules! zip_tensors {
+    ($a:expr, $b:expr, $x:ident, $y:ident => $e:expr) => {
+        match ($a, $b) {
+            (Val::R1($x), Val::R1($y)) => Some(Val::R1($e)),
+            (Val::R2($x), Val::R2($y)) => Some(Val::R2($e)),
+            (Val::R3($x), Val::R3($y)) => Some(Val::R3($e)),
+            (Val::R4($x), Val::R4($y)) => Some(Val::R4($e)),
+            (Val::R5($x), Val::R5($y)) => Some(Val::R5($e)),
+            (Val::R6($x), Val::R6($y)) => Some(Val::R6($e)),
+            _ => None,
+        }
+    };
+}
+
+/// Tensors of a rank a value can have.
+pub trait Ranked: Sized {
+    /// The tensor as a value.
+    fn into_val(self) -> Val;
+    /// The tensor of a value of this rank.
+    fn from_val(v: Val) -> Option<Self>;
+}
+
+macro_rules! ranked {
+    ($($d:literal => $variant:ident),*) => {
+        $(impl Ranked for Tensor<$d> {
+            fn into_val(self) -> Val {
+                Val::$variant(self)
+            }
+            fn from_val(v: Val) -> Option<Self> {
+                match v {
+                    Val::$variant(t) => Some(t),
+                    _ => None,
+                }
+            }
+        })*
+    };
+}
+
+ranked!(1 => R1, 2 => R2, 3 => R3, 4 => R4, 5 => R5, 6 => R6);
 
 impl Val {
     /// The ONNX dimensions.
     pub fn dims(&self) -> Vec<usize> {
-        self.t.dims()[MAX_RANK - self.rank..].to_vec()
+        with_tensor!(self, t => t.dims().to_vec())
     }
 
-    /// Holds `t` as a value of rank `D`.
-    pub fn lift<const D: usize>(t: Tensor<D>) -> Val {
-        let dims = t.dims();
-        Val {
-            t: t.reshape(padded(&dims)),
-            rank: D,
+    /// The rank.
+    pub fn rank(&self) -> usize {
+        match self {
+            Val::R1(_) => 1,
+            Val::R2(_) => 2,
+            Val::R3(_) => 3,
+            Val::R4(_) => 4,
+            Val::R5(_) => 5,
+            Val::R6(_) => 6,
         }
     }
 
-    /// A constant held padded, as a value of rank `rank`.
-    pub fn of_const(t: Tensor<MAX_RANK>, rank: usize) -> Val {
-        Val { t, rank }
-    }
-
-    /// The value as a tensor of rank `D` (which must be its rank).
-    fn to<const D: usize>(&self) -> Tensor<D> {
-        let dims: [usize; D] = self.dims().try_into().expect("rank checked by the caller");
-        self.t.clone().reshape(dims)
-    }
-
-    /// The same data with ONNX dimensions `dims`.
-    fn reshaped(&self, dims: &[usize]) -> Val {
-        Val {
-            t: self.t.clone().reshape(padded(dims)),
-            rank: dims.len(),
+    /// The same data with dimensions `dims` (of the same number of elements); itself when it
+    /// has them already.
+    fn reshape(self, dims: &[usize]) -> Result<Val, String> {
+        if dims == self.dims().as_slice() {
+            return Ok(self);
         }
+        with_tensor!(self, t => reshaped(t, dims))
     }
 
-    /// Offset of ONNX axis 0 in the held tensor.
-    fn offset(&self) -> usize {
-        MAX_RANK - self.rank
+    /// The value with leading dimensions of size 1 up to rank `rank`.
+    fn lift(self, rank: usize) -> Result<Val, String> {
+        if self.rank() >= rank {
+            return Ok(self);
+        }
+        let mut dims = vec![1; rank - self.rank()];
+        dims.extend(self.dims());
+        self.reshape(&dims)
+    }
+
+    /// The tensor of a value of rank `D`.
+    fn tensor<const D: usize>(self) -> Result<Tensor<D>, String>
+    where
+        Tensor<D>: Ranked,
+    {
+        let dims = self.dims();
+        Tensor::<D>::from_val(self).ok_or_else(|| format!("expects a value of rank {D}, got shape {dims:?}"))
+    }
+
+    /// The tensor of an image batch `[N, C, H, W]`.
+    fn images(self) -> Result<Tensor<4>, String> {
+        let dims = self.dims();
+        Tensor::<4>::from_val(self).ok_or_else(|| format!("expects a 4-D value [N, C, H, W], got shape {dims:?}"))
     }
 }
 
-/// `dims` with leading 1s up to [`MAX_RANK`].
-pub fn padded(dims: &[usize]) -> [usize; MAX_RANK] {
-    let mut out = [1; MAX_RANK];
-    out[MAX_RANK - dims.len()..].copy_from_slice(dims);
-    out
+/// `t` reshaped to `dims` (of the same number of elements; `[]` is held as `[1]`).
+fn reshaped<const D: usize>(t: Tensor<D>, dims: &[usize]) -> Result<Val, String> {
+    Ok(match *dims {
+        [] => Val::R1(t.reshape([1])),
+        [a] => Val::R1(t.reshape([a])),
+        [a, b] => Val::R2(t.reshape([a, b])),
+        [a, b, c] => Val::R3(t.reshape([a, b, c])),
+        [a, b, c, d] => Val::R4(t.reshape([a, b, c, d])),
+        [a, b, c, d, e] => Val::R5(t.reshape([a, b, c, d, e])),
+        [a, b, c, d, e, f] => Val::R6(t.reshape([a, b, c, d, e, f])),
+        _ => return Err(format!("a value of shape {dims:?} (rank at most {MAX_RANK})")),
+    })
+}
+
+/// The first `D` entries of `v` (which has at least `D`).
+fn array<const D: usize>(v: &[usize]) -> [usize; D] {
+    std::array::from_fn(|i| v[i])
+}
+
+/// A constant of the graph at its rank, a parameter of the model.
+#[derive(Module, Debug)]
+pub enum Constant {
+    R1(Param<Tensor<1>>),
+    R2(Param<Tensor<2>>),
+    R3(Param<Tensor<3>>),
+    R4(Param<Tensor<4>>),
+    R5(Param<Tensor<5>>),
+    R6(Param<Tensor<6>>),
+}
+
+impl Constant {
+    /// The constant of shape `shape` (rank 1 to [`MAX_RANK`]) holding `values`, on `device`.
+    pub fn new(values: Vec<f32>, shape: &[usize], device: &Device) -> Result<Constant, String> {
+        let data = TensorData::new(values, shape.to_vec());
+        Ok(match shape.len() {
+            1 => Constant::R1(Param::from_data(data, device)),
+            2 => Constant::R2(Param::from_data(data, device)),
+            3 => Constant::R3(Param::from_data(data, device)),
+            4 => Constant::R4(Param::from_data(data, device)),
+            5 => Constant::R5(Param::from_data(data, device)),
+            6 => Constant::R6(Param::from_data(data, device)),
+            _ => return Err(format!("a constant of shape {shape:?} (rank 1 to {MAX_RANK})")),
+        })
+    }
+
+    /// The constant as a value.
+    pub fn val(&self) -> Val {
+        match self {
+            Constant::R1(p) => Val::R1(p.val()),
+            Constant::R2(p) => Val::R2(p.val()),
+            Constant::R3(p) => Val::R3(p.val()),
+            Constant::R4(p) => Val::R4(p.val()),
+            Constant::R5(p) => Val::R5(p.val()),
+            Constant::R6(p) => Val::R6(p.val()),
+        }
+    }
 }
 
 /// The tensors a program reads, as held by the model.
@@ -71,7 +214,7 @@ pub struct Tensors<'a> {
     pub kernels: &'a [Param<Tensor<4>>],
     pub matrices: &'a [Param<Tensor<2>>],
     pub biases: &'a [Param<Tensor<1>>],
-    pub consts: &'a [Param<Tensor<MAX_RANK>>],
+    pub consts: &'a [Constant],
 }
 
 /// An error while running node `node`.
@@ -87,363 +230,400 @@ impl std::fmt::Display for EvalError {
     }
 }
 
+/// The values computed so far and the tensors of the model.
+struct Env<'a> {
+    slots: Vec<Option<Val>>,
+    tensors: &'a Tensors<'a>,
+}
+
+impl Env<'_> {
+    /// The value in `slot`, moved out when `step` is its last reader.
+    fn get(&mut self, slot: usize, step: &Step) -> Result<Val, String> {
+        let held = if step.take.contains(&slot) {
+            self.slots[slot].take()
+        } else {
+            self.slots[slot].clone()
+        };
+        held.ok_or_else(|| "reads a value that was never computed".into())
+    }
+
+    fn operand(&mut self, o: Operand, step: &Step) -> Result<Val, String> {
+        match o {
+            Operand::Slot(s) => self.get(s, step),
+            Operand::Const(i) => Ok(self.tensors.consts[i].val()),
+        }
+    }
+}
+
 /// Runs `program` on `input` (`[N, C, H, W]`). Returns the output value and the
 /// multiply-adds of the convolutions and matrix products per image.
 pub fn run(program: &Program, tensors: &Tensors, input: Tensor<4>) -> Result<(Val, u64), EvalError> {
     let batch = input.dims()[0];
-    let declared_batch = program.input_shape.first().copied().flatten();
-    let mut slots: Vec<Option<Val>> = vec![None; program.slots];
-    slots[0] = Some(Val::lift(input));
+    let mut env = Env {
+        slots: vec![None; program.slots],
+        tensors,
+    };
+    env.slots[0] = Some(Val::R4(input));
     let mut macs = 0u64;
     for step in &program.steps {
-        let fail = |reason: String| EvalError {
+        let out = apply(program, step, &mut env, batch, &mut macs).map_err(|reason| EvalError {
             node: step.node.clone(),
             reason,
-        };
-        let get = |slot: usize| -> Result<Val, EvalError> {
-            slots[slot]
-                .clone()
-                .ok_or_else(|| fail("reads a value that was never computed".into()))
-        };
-        let operand = |o: Operand| -> Result<Val, EvalError> {
-            match o {
-                Operand::Slot(s) => get(s),
-                Operand::Const(i, rank) => Ok(Val::of_const(tensors.consts[i].val(), rank)),
-            }
-        };
-        let out = match &step.op {
-            Op::Conv {
-                x,
-                weight,
-                bias,
-                stride,
-                padding,
-                dilation,
-                groups,
-            } => {
-                let x = get(*x)?;
-                let [n, c, h, w] = rank4(&x).map_err(fail)?;
-                let kernel = tensors.kernels[*weight].val();
-                let [o, cg, kh, kw] = kernel.dims();
-                if c != cg * groups || !o.is_multiple_of(*groups) {
-                    return Err(fail(format!(
-                        "a convolution of {cg}x{groups} input channels (kernel {o}x{cg}x{kh}x{kw}, {groups} groups) applied to {c} channels"
-                    )));
-                }
-                let pads = resolve(*padding, [h, w], [kh, kw], *stride, *dilation);
-                let [oh, ow] = out_size([h, w], [kh, kw], *stride, *dilation, pads, false).map_err(fail)?;
-                macs += (oh * ow * o * cg * kh * kw) as u64 * n as u64;
-                let options = ConvOptions::new_with_padding(*stride, pads, *dilation, *groups);
-                let bias = bias.map(|b| tensors.biases[b].val());
-                Val::lift(conv2d(x.to::<4>(), kernel, bias, options))
-            }
-            Op::Linear { x, weight, bias } => {
-                let x = get(*x)?;
-                let w = tensors.matrices[*weight].val();
-                let [inp, outp] = w.dims();
-                let dims = x.dims();
-                if dims.last() != Some(&inp) {
-                    return Err(fail(format!(
-                        "a linear layer of {inp} inputs applied to a value of shape {dims:?}"
-                    )));
-                }
-                let rows: usize = dims[..dims.len() - 1].iter().product();
-                macs += (rows * inp * outp) as u64;
-                let y = linear(
-                    x.reshaped(&[rows, inp]).to::<2>(),
-                    w,
-                    bias.map(|b| tensors.biases[b].val()),
-                );
-                let mut out_dims = dims.clone();
-                *out_dims.last_mut().expect("rank at least 1") = outp;
-                Val::lift(y).reshaped(&out_dims)
-            }
-            Op::Gemm {
-                a,
-                b,
-                c,
-                alpha,
-                beta,
-                trans_a,
-                trans_b,
-            } => {
-                let (a, b) = (operand(*a)?, operand(*b)?);
-                if a.rank != 2 || b.rank != 2 {
-                    return Err(fail("Gemm of values that are not matrices".into()));
-                }
-                let a = if *trans_a { a.to::<2>().transpose() } else { a.to::<2>() };
-                let b = if *trans_b { b.to::<2>().transpose() } else { b.to::<2>() };
-                let ([m, k], [k2, nn]) = (a.dims(), b.dims());
-                if k != k2 {
-                    return Err(fail(format!("Gemm of [{m}, {k}] by [{k2}, {nn}]")));
-                }
-                macs += (m * k * nn) as u64;
-                let mut y = Val::lift(a.matmul(b).mul_scalar(*alpha));
-                if let Some(c) = c {
-                    let c = operand(*c)?;
-                    broadcast(&y.dims(), &c.dims()).map_err(fail)?;
-                    y = Val {
-                        t: y.t + c.t.mul_scalar(*beta),
-                        rank: 2,
-                    };
-                }
-                y
-            }
-            Op::MatMul { a, b } => {
-                let (a, b) = (operand(*a)?, operand(*b)?);
-                let (da, db) = (a.t.dims(), b.t.dims());
-                let r = MAX_RANK;
-                if da[r - 1] != db[r - 2] {
-                    return Err(fail(format!("MatMul of {:?} by {:?}", a.dims(), b.dims())));
-                }
-                let batch_dims = broadcast(&da[..r - 2], &db[..r - 2]).map_err(fail)?;
-                let mut sa = [0; MAX_RANK];
-                let mut sb = [0; MAX_RANK];
-                sa[..r - 2].copy_from_slice(&batch_dims);
-                sb[..r - 2].copy_from_slice(&batch_dims);
-                sa[r - 2..].copy_from_slice(&da[r - 2..]);
-                sb[r - 2..].copy_from_slice(&db[r - 2..]);
-                let rows: usize = sa[..r - 1].iter().product();
-                macs += (rows * da[r - 1] * db[r - 1]) as u64;
-                Val {
-                    t: a.t.expand(sa).matmul(b.t.expand(sb)),
-                    rank: a.rank.max(b.rank),
-                }
-            }
-            Op::Affine { x, scale, shift } => {
-                let x = get(*x)?;
-                let scale = tensors.consts[*scale].val();
-                let channels = scale.dims().iter().product::<usize>();
-                if x.dims().get(1) != Some(&channels) {
-                    return Err(fail(format!(
-                        "a batch norm of {channels} channels applied to a value of shape {:?}",
-                        x.dims()
-                    )));
-                }
-                Val {
-                    t: x.t * scale + tensors.consts[*shift].val(),
-                    rank: x.rank,
-                }
-            }
-            Op::Unary { x, f } => {
-                let x = get(*x)?;
-                let t = match *f {
-                    Unary::Relu => activation::relu(x.t),
-                    Unary::Sigmoid => activation::sigmoid(x.t),
-                    Unary::Tanh => activation::tanh(x.t),
-                    Unary::Neg => x.t.neg(),
-                    Unary::HardSigmoid { alpha, beta } => activation::hard_sigmoid(x.t, alpha, beta),
-                    Unary::HardSwish => activation::hard_swish(x.t),
-                    Unary::LeakyRelu { alpha } => activation::leaky_relu(x.t, alpha),
-                    Unary::Clip { min, max } => match (min, max) {
-                        (Some(lo), Some(hi)) => x.t.clamp(lo, hi),
-                        (Some(lo), None) => x.t.clamp_min(lo),
-                        (None, Some(hi)) => x.t.clamp_max(hi),
-                        (None, None) => x.t,
-                    },
-                };
-                Val { t, rank: x.rank }
-            }
-            Op::Binary { a, b, f } => {
-                let (a, b) = (operand(*a)?, operand(*b)?);
-                broadcast(&a.dims(), &b.dims()).map_err(fail)?;
-                let rank = a.rank.max(b.rank);
-                let t = match f {
-                    Binary::Add => a.t + b.t,
-                    Binary::Sub => a.t - b.t,
-                    Binary::Mul => a.t * b.t,
-                    Binary::Div => a.t / b.t,
-                };
-                Val { t, rank }
-            }
-            Op::MaxPool {
-                x,
-                kernel,
-                stride,
-                padding,
-                dilation,
-                ceil,
-            } => {
-                let x = get(*x)?;
-                let [_, _, h, w] = rank4(&x).map_err(fail)?;
-                let pads = resolve(*padding, [h, w], *kernel, *stride, *dilation);
-                out_size([h, w], *kernel, *stride, *dilation, pads, *ceil).map_err(fail)?;
-                let options = MaxPoolOptions::new(*kernel)
-                    .with_stride(*stride)
-                    .with_padding_pairs(pads)
-                    .with_dilation(*dilation)
-                    .with_ceil_mode(*ceil);
-                Val::lift(max_pool2d(x.to::<4>(), options))
-            }
-            Op::AvgPool {
-                x,
-                kernel,
-                stride,
-                padding,
-                count_include_pad,
-                ceil,
-            } => {
-                let x = get(*x)?;
-                let [_, _, h, w] = rank4(&x).map_err(fail)?;
-                let pads = resolve(*padding, [h, w], *kernel, *stride, [1, 1]);
-                out_size([h, w], *kernel, *stride, [1, 1], pads, *ceil).map_err(fail)?;
-                let options = AvgPoolOptions::new(*kernel)
-                    .with_stride(*stride)
-                    .with_padding_pairs(pads)
-                    .with_count_include_pad(*count_include_pad)
-                    .with_ceil_mode(*ceil);
-                Val::lift(avg_pool2d(x.to::<4>(), options))
-            }
-            Op::GlobalAvgPool { x } => {
-                let x = get(*x)?;
-                if x.rank < 3 {
-                    return Err(fail(format!("global pooling of a value of shape {:?}", x.dims())));
-                }
-                let axes: Vec<usize> = (x.offset() + 2..MAX_RANK).collect();
-                Val {
-                    t: x.t.mean_dims(&axes),
-                    rank: x.rank,
-                }
-            }
-            Op::ReduceMean { x, axes, keepdims } => {
-                let x = get(*x)?;
-                let dims = x.dims();
-                let axes: Vec<usize> = if axes.is_empty() {
-                    (0..x.rank).collect()
-                } else {
-                    axes.clone()
-                };
-                if axes.iter().any(|&a| a >= x.rank) {
-                    return Err(fail(format!("a mean over axes {axes:?} of a value of shape {dims:?}")));
-                }
-                let held: Vec<usize> = axes.iter().map(|a| a + x.offset()).collect();
-                let y = Val {
-                    t: x.t.mean_dims(&held),
-                    rank: x.rank,
-                };
-                if *keepdims {
-                    y
-                } else {
-                    let kept: Vec<usize> = (0..dims.len()).filter(|i| !axes.contains(i)).map(|i| dims[i]).collect();
-                    y.reshaped(&kept)
-                }
-            }
-            Op::Flatten { x, axis } => {
-                let x = get(*x)?;
-                let dims = x.dims();
-                let axis = (*axis).min(dims.len());
-                let outer: usize = dims[..axis].iter().product();
-                let inner: usize = dims[axis..].iter().product();
-                x.reshaped(&[outer, inner])
-            }
-            Op::Reshape { x, shape, allow_zero } => {
-                let x = get(*x)?;
-                let dims = x.dims();
-                let mut target = shape.clone();
-                // A graph exported for a fixed batch size: its batch dimension follows the images.
-                if let Some(fixed) = declared_batch
-                    && fixed != batch
-                    && target.first() == Some(&(fixed as i64))
-                    && dims.first() == Some(&batch)
-                {
-                    target[0] = batch as i64;
-                }
-                let out = reshape_dims(&dims, &target, *allow_zero).map_err(fail)?;
-                x.reshaped(&out)
-            }
-            Op::Transpose { x, perm } => {
-                let x = get(*x)?;
-                let mut sorted = perm.clone();
-                sorted.sort_unstable();
-                if sorted != (0..x.rank).collect::<Vec<_>>() {
-                    return Err(fail(format!("a permutation {perm:?} of a value of rank {}", x.rank)));
-                }
-                let off = x.offset();
-                let mut full: [usize; MAX_RANK] = std::array::from_fn(|i| i);
-                for (i, p) in perm.iter().enumerate() {
-                    full[off + i] = off + p;
-                }
-                Val {
-                    t: x.t.permute(full),
-                    rank: x.rank,
-                }
-            }
-            Op::Concat { inputs, axis } => {
-                let vals = inputs.iter().map(|o| operand(*o)).collect::<Result<Vec<_>, _>>()?;
-                let rank = vals[0].rank;
-                let first = vals[0].dims();
-                for v in &vals {
-                    let d = v.dims();
-                    let fits = v.rank == rank
-                        && *axis < rank
-                        && d.iter().zip(&first).enumerate().all(|(i, (a, b))| i == *axis || a == b);
-                    if !fits {
-                        return Err(fail(format!(
-                            "concatenation of shapes {first:?} and {d:?} on axis {axis}"
-                        )));
-                    }
-                }
-                let off = MAX_RANK - rank;
-                Val {
-                    t: Tensor::cat(vals.into_iter().map(|v| v.t).collect(), off + axis),
-                    rank,
-                }
-            }
-            Op::Pad { x, pads, mode } => {
-                let x = get(*x)?;
-                if pads.len() != x.rank {
-                    return Err(fail(format!(
-                        "{} padding pairs for a value of rank {}",
-                        pads.len(),
-                        x.rank
-                    )));
-                }
-                let mode = match mode {
-                    PadKind::Constant(v) => PadMode::Constant(*v),
-                    PadKind::Reflect => PadMode::Reflect,
-                    PadKind::Edge => PadMode::Edge,
-                };
-                Val {
-                    t: x.t.pad(pads.clone(), mode),
-                    rank: x.rank,
-                }
-            }
-            Op::Softmax { x, axis } => {
-                let x = get(*x)?;
-                if *axis >= x.rank {
-                    return Err(fail(format!("a softmax on axis {axis} of a value of rank {}", x.rank)));
-                }
-                let dim = x.offset() + axis;
-                Val {
-                    t: activation::softmax(x.t, dim),
-                    rank: x.rank,
-                }
-            }
-        };
-        slots[step.out] = Some(out);
+        })?;
+        for &s in &step.release {
+            env.slots[s] = None;
+        }
+        env.slots[step.out] = Some(out);
     }
-    let out = slots[program.output].clone().ok_or_else(|| EvalError {
+    let out = env.slots[program.output].take().ok_or_else(|| EvalError {
         node: "output".into(),
         reason: "the output was never computed".into(),
     })?;
     Ok((out, macs / batch.max(1) as u64))
 }
 
+/// The value `step` computes (on a batch of `batch` images), its multiply-adds added to `macs`.
+fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut u64) -> Result<Val, String> {
+    let tensors = env.tensors;
+    Ok(match &step.op {
+        Op::Conv {
+            x,
+            weight,
+            bias,
+            stride,
+            padding,
+            dilation,
+            groups,
+        } => {
+            let x = env.get(*x, step)?.images()?;
+            let [n, c, h, w] = x.dims();
+            let kernel = tensors.kernels[*weight].val();
+            let [o, cg, kh, kw] = kernel.dims();
+            if c != cg * groups || !o.is_multiple_of(*groups) {
+                return Err(format!(
+                    "a convolution of {cg}x{groups} input channels (kernel {o}x{cg}x{kh}x{kw}, {groups} groups) applied to {c} channels"
+                ));
+            }
+            let pads = resolve(*padding, [h, w], [kh, kw], *stride, *dilation);
+            let [oh, ow] = out_size([h, w], [kh, kw], *stride, *dilation, pads, false)?;
+            *macs += (oh * ow * o * cg * kh * kw) as u64 * n as u64;
+            let options = ConvOptions::new_with_padding(*stride, pads, *dilation, *groups);
+            let bias = bias.map(|b| tensors.biases[b].val());
+            Val::R4(conv2d(x, kernel, bias, options))
+        }
+        Op::Linear { x, weight, bias } => {
+            let x = env.get(*x, step)?;
+            let w = tensors.matrices[*weight].val();
+            let [inp, outp] = w.dims();
+            let dims = x.dims();
+            if dims.last() != Some(&inp) {
+                return Err(format!(
+                    "a linear layer of {inp} inputs applied to a value of shape {dims:?}"
+                ));
+            }
+            let rows: usize = dims[..dims.len() - 1].iter().product();
+            *macs += (rows * inp * outp) as u64;
+            let y = linear(
+                x.reshape(&[rows, inp])?.tensor::<2>()?,
+                w,
+                bias.map(|b| tensors.biases[b].val()),
+            );
+            let mut out_dims = dims;
+            *out_dims.last_mut().expect("rank at least 1") = outp;
+            Val::R2(y).reshape(&out_dims)?
+        }
+        Op::Gemm {
+            a,
+            b,
+            c,
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => {
+            let matrix = |v: Val| {
+                v.tensor::<2>()
+                    .map_err(|_| "Gemm of values that are not matrices".to_string())
+            };
+            let a = matrix(env.operand(*a, step)?)?;
+            let b = matrix(env.operand(*b, step)?)?;
+            let a = if *trans_a { a.transpose() } else { a };
+            let b = if *trans_b { b.transpose() } else { b };
+            let ([m, k], [k2, nn]) = (a.dims(), b.dims());
+            if k != k2 {
+                return Err(format!("Gemm of [{m}, {k}] by [{k2}, {nn}]"));
+            }
+            *macs += (m * k * nn) as u64;
+            let mut y = a.matmul(b);
+            if *alpha != 1.0 {
+                y = y.mul_scalar(*alpha);
+            }
+            if let Some(c) = c {
+                let c = env.operand(*c, step)?;
+                if c.rank() > 2 || broadcast(&[m, nn], &c.dims())? != [m, nn] {
+                    return Err(format!("Gemm of shape [{m}, {nn}] plus shape {:?}", c.dims()));
+                }
+                let c = c.lift(2)?.tensor::<2>()?;
+                y = y + if *beta != 1.0 { c.mul_scalar(*beta) } else { c };
+            }
+            Val::R2(y)
+        }
+        Op::MatMul { a, b } => {
+            let (a, b) = (env.operand(*a, step)?, env.operand(*b, step)?);
+            let r = a.rank().max(b.rank());
+            let (a, b) = (a.lift(r)?, b.lift(r)?);
+            let (da, db) = (a.dims(), b.dims());
+            if r < 2 || da[r - 1] != db[r - 2] {
+                return Err(format!("MatMul of {da:?} by {db:?}"));
+            }
+            let mut sa = broadcast(&da[..r - 2], &db[..r - 2])?;
+            let mut sb = sa.clone();
+            sa.extend(&da[r - 2..]);
+            sb.extend(&db[r - 2..]);
+            let rows: usize = sa[..r - 1].iter().product();
+            *macs += (rows * da[r - 1] * db[r - 1]) as u64;
+            zip_tensors!(a, b, x, y => expand_to(x, &sa).matmul(expand_to(y, &sb)))
+                .ok_or("MatMul of values of different ranks")?
+        }
+        Op::Affine { x, scale, shift } => {
+            let x = env.get(*x, step)?;
+            let (scale, shift) = (env.operand(*scale, step)?, env.operand(*shift, step)?);
+            let channels = scale.dims().iter().product::<usize>();
+            if x.dims().get(1) != Some(&channels) {
+                return Err(format!(
+                    "a batch norm of {channels} channels applied to a value of shape {:?}",
+                    x.dims()
+                ));
+            }
+            binary(binary(x, scale, Binary::Mul)?, shift, Binary::Add)?
+        }
+        Op::Unary { x, f } => map_tensor!(env.get(*x, step)?, t => unary(t, *f)),
+        Op::Binary { a, b, f } => {
+            let (a, b) = (env.operand(*a, step)?, env.operand(*b, step)?);
+            binary(a, b, *f)?
+        }
+        Op::MaxPool {
+            x,
+            kernel,
+            stride,
+            padding,
+            dilation,
+            ceil,
+        } => {
+            let x = env.get(*x, step)?.images()?;
+            let [_, _, h, w] = x.dims();
+            let pads = resolve(*padding, [h, w], *kernel, *stride, *dilation);
+            out_size([h, w], *kernel, *stride, *dilation, pads, *ceil)?;
+            let [(top, bottom), (left, right)] = pads;
+            let layer = MaxPool2d {
+                stride: *stride,
+                kernel_size: *kernel,
+                padding: PaddingConfig2d::Explicit(top, left, bottom, right),
+                dilation: *dilation,
+                ceil_mode: *ceil,
+            };
+            Val::R4(max_pool2d_layer(&layer, x))
+        }
+        Op::AvgPool {
+            x,
+            kernel,
+            stride,
+            padding,
+            count_include_pad,
+            ceil,
+        } => {
+            let x = env.get(*x, step)?.images()?;
+            let [_, _, h, w] = x.dims();
+            let pads = resolve(*padding, [h, w], *kernel, *stride, [1, 1]);
+            out_size([h, w], *kernel, *stride, [1, 1], pads, *ceil)?;
+            let options = AvgPoolOptions::new(*kernel)
+                .with_stride(*stride)
+                .with_padding_pairs(pads)
+                .with_count_include_pad(*count_include_pad)
+                .with_ceil_mode(*ceil);
+            Val::R4(avg_pool2d(x, options))
+        }
+        Op::GlobalAvgPool { x } => {
+            let x = env.get(*x, step)?;
+            if x.rank() < 3 {
+                return Err(format!("global pooling of a value of shape {:?}", x.dims()));
+            }
+            let axes: Vec<usize> = (2..x.rank()).collect();
+            map_tensor!(x, t => t.mean_dims(&axes))
+        }
+        Op::ReduceMean { x, axes, keepdims } => {
+            let x = env.get(*x, step)?;
+            let (dims, rank) = (x.dims(), x.rank());
+            let axes: Vec<usize> = if axes.is_empty() {
+                (0..rank).collect()
+            } else {
+                axes.clone()
+            };
+            if axes.iter().any(|&a| a >= rank) {
+                return Err(format!("a mean over axes {axes:?} of a value of shape {dims:?}"));
+            }
+            let y = map_tensor!(x, t => t.mean_dims(&axes));
+            if *keepdims {
+                y
+            } else {
+                let kept: Vec<usize> = (0..rank).filter(|i| !axes.contains(i)).map(|i| dims[i]).collect();
+                y.reshape(&kept)?
+            }
+        }
+        Op::Flatten { x, axis } => {
+            let x = env.get(*x, step)?;
+            let dims = x.dims();
+            let axis = (*axis).min(dims.len());
+            let outer: usize = dims[..axis].iter().product();
+            let inner: usize = dims[axis..].iter().product();
+            x.reshape(&[outer, inner])?
+        }
+        Op::Reshape { x, shape, allow_zero } => {
+            let x = env.get(*x, step)?;
+            let dims = x.dims();
+            let mut target = shape.clone();
+            // A graph exported for a fixed batch size: its batch dimension follows the images.
+            if let Some(fixed) = program.input_shape.first().copied().flatten()
+                && fixed != batch
+                && target.first() == Some(&(fixed as i64))
+                && dims.first() == Some(&batch)
+            {
+                target[0] = batch as i64;
+            }
+            let out = reshape_dims(&dims, &target, *allow_zero)?;
+            x.reshape(&out)?
+        }
+        Op::Transpose { x, perm } => {
+            let x = env.get(*x, step)?;
+            let mut sorted = perm.clone();
+            sorted.sort_unstable();
+            if sorted != (0..x.rank()).collect::<Vec<_>>() {
+                return Err(format!("a permutation {perm:?} of a value of rank {}", x.rank()));
+            }
+            map_tensor!(x, t => t.permute(array(perm)))
+        }
+        Op::Concat { inputs, axis } => {
+            let vals = inputs
+                .iter()
+                .map(|o| env.operand(*o, step))
+                .collect::<Result<Vec<_>, _>>()?;
+            let first = vals.first().ok_or("a concatenation of nothing")?.dims();
+            for v in &vals {
+                let d = v.dims();
+                let fits = d.len() == first.len()
+                    && *axis < d.len()
+                    && d.iter().zip(&first).enumerate().all(|(i, (a, b))| i == *axis || a == b);
+                if !fits {
+                    return Err(format!("concatenation of shapes {first:?} and {d:?} on axis {axis}"));
+                }
+            }
+            match first.len() {
+                1 => concat::<1>(vals, *axis),
+                2 => concat::<2>(vals, *axis),
+                3 => concat::<3>(vals, *axis),
+                4 => concat::<4>(vals, *axis),
+                5 => concat::<5>(vals, *axis),
+                _ => concat::<6>(vals, *axis),
+            }
+            .ok_or("concatenation of values of different ranks")?
+        }
+        Op::Pad { x, pads, mode } => {
+            let x = env.get(*x, step)?;
+            let dims = x.dims();
+            if pads.len() != dims.len() {
+                return Err(format!(
+                    "{} padding pairs for a value of rank {}",
+                    pads.len(),
+                    dims.len()
+                ));
+            }
+            let fits = |&(&(a, b), &d): &(&(usize, usize), &usize)| match mode {
+                PadKind::Constant(_) => true,
+                PadKind::Reflect => a < d && b < d,
+                PadKind::Edge => d > 0 || (a == 0 && b == 0),
+            };
+            if !pads.iter().zip(&dims).all(|p| fits(&p)) {
+                return Err(format!("padding {pads:?} ({mode:?}) of a value of shape {dims:?}"));
+            }
+            let mode = match mode {
+                PadKind::Constant(v) => PadMode::Constant(*v),
+                PadKind::Reflect => PadMode::Reflect,
+                PadKind::Edge => PadMode::Edge,
+            };
+            map_tensor!(x, t => t.pad(pads.clone(), mode))
+        }
+        Op::Softmax { x, axis } => {
+            let x = env.get(*x, step)?;
+            if *axis >= x.rank() {
+                return Err(format!("a softmax on axis {axis} of a value of rank {}", x.rank()));
+            }
+            map_tensor!(x, t => activation::softmax(t, *axis))
+        }
+    })
+}
+
+/// An element-wise function of a tensor.
+fn unary<const D: usize>(t: Tensor<D>, f: Unary) -> Tensor<D> {
+    match f {
+        Unary::Relu => activation::relu(t),
+        Unary::Sigmoid => activation::sigmoid(t),
+        Unary::Tanh => activation::tanh(t),
+        Unary::Neg => t.neg(),
+        Unary::HardSigmoid { alpha, beta } => activation::hard_sigmoid(t, alpha, beta),
+        Unary::HardSwish => activation::hard_swish(t),
+        Unary::LeakyRelu { alpha } => activation::leaky_relu(t, alpha),
+        Unary::Clip { min, max } => match (min, max) {
+            (Some(lo), Some(hi)) => t.clamp(lo, hi),
+            (Some(lo), None) => t.clamp_min(lo),
+            (None, Some(hi)) => t.clamp_max(hi),
+            (None, None) => t,
+        },
+    }
+}
+
+/// An element-wise function of two values, with ONNX broadcasting.
+fn binary(a: Val, b: Val, f: Binary) -> Result<Val, String> {
+    broadcast(&a.dims(), &b.dims())?;
+    let rank = a.rank().max(b.rank());
+    let (a, b) = (a.lift(rank)?, b.lift(rank)?);
+    let out = zip_tensors!(a, b, x, y => match f {
+        Binary::Add => x + y,
+        Binary::Sub => x - y,
+        Binary::Mul => x * y,
+        Binary::Div => x / y,
+    });
+    out.ok_or_else(|| "an element-wise operation on values of different ranks".into())
+}
+
+/// `t` broadcast to `dims` (its own when it has them).
+fn expand_to<const D: usize>(t: Tensor<D>, dims: &[usize]) -> Tensor<D> {
+    if t.dims()[..] == dims[..] {
+        t
+    } else {
+        t.expand(array::<D>(dims))
+    }
+}
+
+/// The concatenation on `axis` of values of rank `D`.
+fn concat<const D: usize>(vals: Vec<Val>, axis: usize) -> Option<Val>
+where
+    Tensor<D>: Ranked,
+{
+    let tensors = vals
+        .into_iter()
+        .map(Tensor::<D>::from_val)
+        .collect::<Option<Vec<_>>>()?;
+    Some(Tensor::cat(tensors, axis).into_val())
+}
+
 /// The logits `[N, K]` of an output value (trailing dimensions of size 1 dropped).
 pub fn logits(out: Val) -> Result<Tensor<2>, String> {
     let dims = out.dims();
     match dims.as_slice() {
-        [_, _] => Ok(out.to::<2>()),
-        [n, k, rest @ ..] if rest.iter().all(|&d| d == 1) => Ok(out.reshaped(&[*n, *k]).to::<2>()),
+        [_, _] => out.tensor::<2>(),
+        [n, k, rest @ ..] if rest.iter().all(|&d| d == 1) => out.reshape(&[*n, *k])?.tensor::<2>(),
         _ => Err(format!("the graph's output has shape {dims:?}, not [batch, classes]")),
     }
-}
-
-/// The dimensions of a 4-D value.
-fn rank4(x: &Val) -> Result<[usize; 4], String> {
-    x.dims()
-        .try_into()
-        .map_err(|d: Vec<usize>| format!("expects a 4-D value [N, C, H, W], got shape {d:?}"))
 }
 
 /// The broadcast shape of two ONNX shapes (numpy rules).
@@ -472,7 +652,7 @@ fn resolve(
         Padding::Explicit(p) => p,
         Padding::Same { upper } => std::array::from_fn(|i| {
             let out = size[i].div_ceil(stride[i]);
-            let needed = (out - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1;
+            let needed = (out.max(1) - 1) * stride[i] + (kernel[i] - 1) * dilation[i] + 1;
             let total = needed.saturating_sub(size[i]);
             let small = total / 2;
             if upper {

@@ -1,15 +1,19 @@
 //! The operations of an ONNX graph that `anu` runs, compiled from `onnx-ir`'s typed nodes into
 //! a list of steps over numbered value slots. Weights are not kept here: each step names them
 //! by their index in the model's parameter lists (see [`Weights`]).
+//!
+//! Work that does not depend on the images is done here, once: batch norms that follow a
+//! convolution are folded into its kernel and bias, constants are transposed, scaled and given
+//! the rank of the values they combine with, and each step knows which values it reads for the
+//! last time (so that it gets them without another reference and burn can reuse their memory).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use burn::tensor::TensorData;
 use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
 use onnx_ir::{ArgType, Argument, Node, OnnxGraph};
 
-/// Rank of the tensors values are held in: an ONNX value of rank r lives in the last r
-/// dimensions, the leading ones of size 1, so numpy-style broadcasting is burn's own.
+/// The highest rank of a value (scalars are held as vectors of one element).
 pub const MAX_RANK: usize = 6;
 
 /// Where an operand comes from: a value computed at run time, or a constant of the graph.
@@ -17,8 +21,8 @@ pub const MAX_RANK: usize = 6;
 pub enum Operand {
     /// A value slot.
     Slot(usize),
-    /// A constant: index into the model's constant list, and its ONNX rank.
-    Const(usize, usize),
+    /// A constant: index into the model's constant list.
+    Const(usize),
 }
 
 /// An element-wise function of one value.
@@ -86,11 +90,12 @@ pub enum Op {
         a: Operand,
         b: Operand,
     },
-    /// `x * scale + shift` with per-channel constants (inference batch norm).
+    /// `x * scale + shift` with per-channel constants `[1, C, 1, ...]` (a batch norm that
+    /// could not be folded into a convolution).
     Affine {
         x: usize,
-        scale: usize,
-        shift: usize,
+        scale: Operand,
+        shift: Operand,
     },
     Unary {
         x: usize,
@@ -164,6 +169,38 @@ pub enum PadKind {
     Edge,
 }
 
+impl Op {
+    /// The slots the operation reads, in order (a slot read twice is listed twice).
+    pub fn reads(&self) -> Vec<usize> {
+        let slot = |o: &Operand| match o {
+            Operand::Slot(s) => Some(*s),
+            Operand::Const(_) => None,
+        };
+        match self {
+            Op::Conv { x, .. }
+            | Op::Linear { x, .. }
+            | Op::Affine { x, .. }
+            | Op::Unary { x, .. }
+            | Op::MaxPool { x, .. }
+            | Op::AvgPool { x, .. }
+            | Op::GlobalAvgPool { x }
+            | Op::ReduceMean { x, .. }
+            | Op::Flatten { x, .. }
+            | Op::Reshape { x, .. }
+            | Op::Transpose { x, .. }
+            | Op::Pad { x, .. }
+            | Op::Softmax { x, .. } => vec![*x],
+            Op::Gemm { a, b, c, .. } => [Some(a), Some(b), c.as_ref()]
+                .into_iter()
+                .flatten()
+                .filter_map(slot)
+                .collect(),
+            Op::MatMul { a, b } | Op::Binary { a, b, .. } => [a, b].into_iter().filter_map(slot).collect(),
+            Op::Concat { inputs, .. } => inputs.iter().filter_map(slot).collect(),
+        }
+    }
+}
+
 /// One operation with the slot it writes and the node it came from.
 #[derive(Clone, Debug)]
 pub struct Step {
@@ -171,6 +208,10 @@ pub struct Step {
     pub out: usize,
     /// The ONNX node's name (for error messages).
     pub node: String,
+    /// Slots read once here and never again: the step moves their value out.
+    pub take: Vec<usize>,
+    /// Slots read more than once here and never again: emptied after the step.
+    pub release: Vec<usize>,
 }
 
 /// The compiled graph: steps in order, the input and output slots.
@@ -196,7 +237,8 @@ pub struct Weights {
     pub matrices: Vec<TensorData>,
     /// Biases `[out]`.
     pub biases: Vec<TensorData>,
-    /// Other constants, with their ONNX shape (held padded to [`MAX_RANK`]).
+    /// Other constants with their shape (of rank 1 to [`MAX_RANK`]: given the rank of the
+    /// values they combine with).
     pub consts: Vec<(Vec<f32>, Vec<usize>)>,
 }
 
@@ -255,6 +297,10 @@ pub struct Compiler {
     steps: Vec<Step>,
     weights: Weights,
     unsupported: Vec<(String, String, usize)>,
+    /// How many node inputs (and graph outputs) read each value, by name.
+    readers: HashMap<String, usize>,
+    /// The name of the value the last step writes.
+    last_output: Option<String>,
 }
 
 impl Compiler {
@@ -284,12 +330,18 @@ impl Compiler {
                 graph.outputs.len()
             )));
         };
+        let mut readers: HashMap<String, usize> = HashMap::new();
+        for arg in graph.nodes.iter().flat_map(|n| n.inputs()).chain(&graph.outputs) {
+            *readers.entry(arg.name.clone()).or_default() += 1;
+        }
         let mut c = Compiler {
             slots: HashMap::from([(input.name.clone(), 0)]),
             next_slot: 1,
             steps: Vec::new(),
             weights: Weights::default(),
             unsupported: Vec::new(),
+            readers,
+            last_output: None,
         };
         let mut stripped_softmax = false;
         for node in &graph.nodes {
@@ -313,6 +365,20 @@ impl Compiler {
                 output.name
             ))
         })?;
+        // Each step moves out the values it is the last to read.
+        let mut read_later = HashSet::from([out]);
+        for step in c.steps.iter_mut().rev() {
+            let reads = step.op.reads();
+            for &s in &reads {
+                if read_later.insert(s) {
+                    if reads.iter().filter(|&&r| r == s).count() == 1 {
+                        step.take.push(s);
+                    } else {
+                        step.release.push(s);
+                    }
+                }
+            }
+        }
         let program = Program {
             steps: c.steps,
             slots: c.next_slot,
@@ -347,24 +413,119 @@ impl Compiler {
         })
     }
 
-    /// A run-time value or a constant.
-    fn operand(&mut self, arg: &Argument, node: &str) -> Result<Operand, CompileError> {
-        if let Some(&slot) = self.slots.get(&arg.name)
-            && arg.is_dynamic()
-        {
-            return Ok(Operand::Slot(slot));
-        }
-        let (values, shape) =
-            const_values(arg).ok_or_else(|| invalid(node, format!("input `{}` has no value", arg.name)))?;
-        if shape.len() > MAX_RANK {
+    /// The slot of a run-time argument, `None` for a constant.
+    fn runtime(&self, arg: &Argument) -> Option<usize> {
+        self.slots.get(&arg.name).copied().filter(|_| arg.is_dynamic())
+    }
+
+    /// The host values of a constant argument, with its shape.
+    fn host(arg: &Argument, node: &str) -> Result<(Vec<f32>, Vec<usize>), CompileError> {
+        const_values(arg).ok_or_else(|| invalid(node, format!("input `{}` has no value", arg.name)))
+    }
+
+    /// Adds a constant, its shape given leading 1s up to `rank` (the rank of the values it
+    /// combines with, so that it broadcasts without a reshape at run time).
+    fn push_const(
+        &mut self,
+        values: Vec<f32>,
+        mut shape: Vec<usize>,
+        rank: usize,
+        node: &str,
+    ) -> Result<Operand, CompileError> {
+        let rank = rank.max(shape.len()).max(1);
+        if rank > MAX_RANK {
             return Err(invalid(
                 node,
-                format!("constant `{}` has rank {} (at most {MAX_RANK})", arg.name, shape.len()),
+                format!("a constant of shape {shape:?} used at rank {rank} (at most {MAX_RANK})"),
             ));
         }
-        let rank = shape.len();
+        shape.splice(0..0, std::iter::repeat_n(1, rank - shape.len()));
         self.weights.consts.push((values, shape));
-        Ok(Operand::Const(self.weights.consts.len() - 1, rank))
+        Ok(Operand::Const(self.weights.consts.len() - 1))
+    }
+
+    /// A run-time value or a constant, given the rank `rank` (see [`Compiler::push_const`]).
+    fn operand(&mut self, arg: &Argument, node: &str, rank: usize) -> Result<Operand, CompileError> {
+        if let Some(slot) = self.runtime(arg) {
+            return Ok(Operand::Slot(slot));
+        }
+        let (values, shape) = Self::host(arg, node)?;
+        self.push_const(values, shape, rank, node)
+    }
+
+    /// An operand of Gemm: a run-time value, or a constant transposed (when `transpose`) and
+    /// multiplied by `scale` here, which then become `false` and 1.
+    fn gemm_operand(
+        &mut self,
+        arg: &Argument,
+        node: &str,
+        transpose: &mut bool,
+        scale: &mut f32,
+    ) -> Result<Operand, CompileError> {
+        if let Some(slot) = self.runtime(arg) {
+            return Ok(Operand::Slot(slot));
+        }
+        let (mut values, mut shape) = Self::host(arg, node)?;
+        if *transpose {
+            let [rows, cols] = shape[..] else {
+                return Err(invalid(node, format!("Gemm of a constant of shape {shape:?}")));
+            };
+            values = transpose2(&values, rows, cols);
+            shape = vec![cols, rows];
+            *transpose = false;
+        }
+        if *scale != 1.0 {
+            values.iter_mut().for_each(|v| *v *= *scale);
+            *scale = 1.0;
+        }
+        self.push_const(values, shape, 2, node)
+    }
+
+    /// Folds `x * scale + shift` (per channel) into the convolution that the last step is,
+    /// when it writes `input` and nothing else reads it. Returns whether it did.
+    fn fold_into_conv(&mut self, input: &Argument, scale: &[f32], shift: &[f32]) -> bool {
+        if self.readers.get(&input.name) != Some(&1) || self.last_output.as_deref() != Some(input.name.as_str()) {
+            return false;
+        }
+        let Some(Step {
+            op: Op::Conv { weight, bias, .. },
+            ..
+        }) = self.steps.last_mut()
+        else {
+            return false;
+        };
+        let kernel = &self.weights.kernels[*weight];
+        let shape = kernel.shape().to_vec();
+        let old_bias = match bias {
+            Some(b) => self.weights.biases[*b].try_to_vec::<f32>().ok(),
+            None => Some(vec![0.0; scale.len()]),
+        };
+        let (Ok(mut values), Some(old_bias)) = (kernel.try_to_vec::<f32>(), old_bias) else {
+            return false;
+        };
+        if shape.first() != Some(&scale.len()) || old_bias.len() != scale.len() || values.is_empty() {
+            return false;
+        }
+        let per_channel = values.len() / scale.len();
+        for (chunk, s) in values.chunks_mut(per_channel).zip(scale) {
+            chunk.iter_mut().for_each(|v| *v *= s);
+        }
+        self.weights.kernels[*weight] = TensorData::new(values, shape);
+        let folded: Vec<f32> = old_bias
+            .iter()
+            .zip(scale)
+            .zip(shift)
+            .map(|((b, s), t)| b * s + t)
+            .collect();
+        let folded = TensorData::new(folded, [scale.len()]);
+        match bias {
+            Some(b) => self.weights.biases[*b] = folded,
+            None => {
+                self.weights.biases.push(folded);
+                *bias = Some(self.weights.biases.len() - 1);
+            }
+        }
+        true
     }
 
     /// A constant as burn data, converted to f32.
@@ -381,6 +542,7 @@ impl Compiler {
     fn push(&mut self, node: &Node, op: Op) {
         let out = self.next_slot;
         self.next_slot += 1;
+        self.last_output = node.outputs().first().map(|o| o.name.clone());
         if let Some(o) = node.outputs().first() {
             self.slots.insert(o.name.clone(), out);
         }
@@ -388,6 +550,8 @@ impl Compiler {
             op,
             out,
             node: node.name().to_string(),
+            take: Vec::new(),
+            release: Vec::new(),
         });
     }
 
@@ -439,7 +603,15 @@ impl Compiler {
             }
             Node::Linear(n) => {
                 let w = Self::constant(&ins[1], name, "weight")?;
-                let w = if n.config.transpose_weight { transpose2(&w) } else { w };
+                let dims = w.shape().to_vec();
+                let w = match (n.config.transpose_weight, dims.as_slice()) {
+                    (false, _) => w,
+                    (true, &[rows, cols]) => {
+                        let values = w.try_to_vec::<f32>().map_err(|e| invalid(name, format!("{e:?}")))?;
+                        TensorData::new(transpose2(&values, rows, cols), [cols, rows])
+                    }
+                    (true, _) => return Err(invalid(name, format!("a linear weight of shape {dims:?}"))),
+                };
                 self.weights.matrices.push(w);
                 let weight = self.weights.matrices.len() - 1;
                 let bias = match ins.get(2).filter(|a| !a.is_optional()) {
@@ -452,29 +624,32 @@ impl Compiler {
                 Op::Linear { x: x0()?, weight, bias }
             }
             Node::Gemm(n) => {
-                let a = self.operand(&ins[0], name)?;
-                let b = self.operand(&ins[1], name)?;
+                let (mut alpha, mut beta) = (n.config.alpha, n.config.beta);
+                let (mut trans_a, mut trans_b) = (n.config.trans_a != 0, n.config.trans_b != 0);
+                let a = self.gemm_operand(&ins[0], name, &mut trans_a, &mut 1.0)?;
+                let b = self.gemm_operand(&ins[1], name, &mut trans_b, &mut alpha)?;
                 let c = match ins.get(2).filter(|a| !a.is_optional()) {
-                    Some(c) => Some(self.operand(c, name)?),
+                    Some(c) => Some(self.gemm_operand(c, name, &mut false, &mut beta)?),
                     None => None,
                 };
                 Op::Gemm {
                     a,
                     b,
                     c,
-                    alpha: n.config.alpha,
-                    beta: n.config.beta,
-                    trans_a: n.config.trans_a != 0,
-                    trans_b: n.config.trans_b != 0,
+                    alpha,
+                    beta,
+                    trans_a,
+                    trans_b,
                 }
             }
             Node::MatMul(_) => {
+                let rank = Self::rank_of(&ins[0]).max(Self::rank_of(&ins[1]));
                 if Self::rank_of(&ins[0]) < 2 || Self::rank_of(&ins[1]) < 2 {
                     return Err(invalid(name, "MatMul of a vector is not supported"));
                 }
                 Op::MatMul {
-                    a: self.operand(&ins[0], name)?,
-                    b: self.operand(&ins[1], name)?,
+                    a: self.operand(&ins[0], name, rank)?,
+                    b: self.operand(&ins[1], name, rank)?,
                 }
             }
             Node::BatchNormalization(n) => {
@@ -509,17 +684,16 @@ impl Compiler {
                 if rank < 2 {
                     return Err(invalid(name, "batch norm of a value of rank below 2"));
                 }
-                // [C, 1, ...]: broadcasts over [N, C, ...].
-                let mut shape = vec![1; rank - 1];
-                shape[0] = channels;
-                self.weights.consts.push((scale, shape.clone()));
-                self.weights.consts.push((shift, shape));
-                let n = self.weights.consts.len();
-                Op::Affine {
-                    x: x0()?,
-                    scale: n - 2,
-                    shift: n - 1,
+                let x = x0()?;
+                if self.fold_into_conv(&ins[0], &scale, &shift) {
+                    return self.alias(node);
                 }
+                // [1, C, 1, ...]: broadcasts over [N, C, ...].
+                let mut shape = vec![1; rank];
+                shape[1] = channels;
+                let scale = self.push_const(scale, shape.clone(), rank, name)?;
+                let shift = self.push_const(shift, shape, rank, name)?;
+                Op::Affine { x, scale, shift }
             }
             Node::Relu(_) => Op::Unary {
                 x: x0()?,
@@ -574,9 +748,10 @@ impl Compiler {
                     Node::Mul(_) => Binary::Mul,
                     _ => Binary::Div,
                 };
+                let rank = Self::rank_of(&ins[0]).max(Self::rank_of(&ins[1]));
                 Op::Binary {
-                    a: self.operand(&ins[0], name)?,
-                    b: self.operand(&ins[1], name)?,
+                    a: self.operand(&ins[0], name, rank)?,
+                    b: self.operand(&ins[1], name, rank)?,
                     f,
                 }
             }
@@ -638,7 +813,7 @@ impl Compiler {
             Node::Concat(n) => {
                 let mut inputs = Vec::new();
                 for arg in ins {
-                    inputs.push(self.operand(arg, name)?);
+                    inputs.push(self.operand(arg, name, Self::rank_of(arg))?);
                 }
                 Op::Concat {
                     inputs,
@@ -694,16 +869,66 @@ fn padding(explicit: &PaddingConfig2d, auto: &AutoPad) -> Padding {
     }
 }
 
-/// `[a, b]` -> `[b, a]` of host data.
-fn transpose2(data: &TensorData) -> TensorData {
-    let shape = data.shape().to_vec();
-    let (rows, cols) = (shape[0], shape[1]);
-    let values = data.iter::<f32>().collect::<Vec<f32>>();
+/// The `[cols, rows]` transpose of a row-major `[rows, cols]` matrix.
+fn transpose2(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; values.len()];
     for r in 0..rows {
         for c in 0..cols {
             out[c * rows + r] = values[r * cols + c];
         }
     }
-    TensorData::new(out, [cols, rows])
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(fixture: &str) -> Program {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/onnx")
+            .join(fixture);
+        let graph = onnx_ir::OnnxGraphBuilder::new().parse_file(&path).unwrap();
+        Compiler::compile(&graph).unwrap().0
+    }
+
+    fn batch_norms(program: &Program) -> usize {
+        program
+            .steps
+            .iter()
+            .filter(|s| matches!(s.op, Op::Affine { .. }))
+            .count()
+    }
+
+    #[test]
+    fn batch_norms_after_a_convolution_are_folded_into_it() {
+        assert_eq!(batch_norms(&compile("resnet.onnx")), 0);
+        // After a ReLU, on a value an Add reads too, on a vector: kept.
+        assert_eq!(batch_norms(&compile("batch-norm.onnx")), 3);
+    }
+
+    #[test]
+    fn each_value_is_moved_out_by_its_last_reader() {
+        let program = compile("mnist-cnn.onnx");
+        for step in &program.steps {
+            assert_eq!(step.take, step.op.reads(), "{}", step.node);
+            assert!(step.release.is_empty());
+        }
+        // In the residual network some values have several readers: each value read is let go
+        // once, by its last reader.
+        let program = compile("resnet.onnx");
+        let mut freed: Vec<usize> = program
+            .steps
+            .iter()
+            .flat_map(|s| s.take.iter().chain(&s.release))
+            .copied()
+            .collect();
+        let mut reads: Vec<usize> = program.steps.iter().flat_map(|s| s.op.reads()).collect();
+        assert!(freed.len() < reads.len());
+        freed.sort_unstable();
+        reads.sort_unstable();
+        reads.dedup();
+        reads.retain(|&s| s != program.output);
+        assert_eq!(freed, reads);
+    }
 }

@@ -1,7 +1,9 @@
 //! Image classifiers exported to ONNX, loaded at run time: the file is parsed with `onnx-ir`
 //! into a typed graph, compiled into a list of operations ([`graph`]) and run with burn tensor
 //! operations ([`eval`]) on the model's device, so attacks get input gradients from burn's
-//! autodiff as for the built-in networks. Weights are loaded once into the model's parameters.
+//! autodiff as for the built-in networks. Weights are prepared once, when the file is read (batch
+//! norms folded into the convolutions before them, constants transposed and shaped for their
+//! use), and held as the model's parameters.
 //!
 //! Attacks work on [0,1] images: a per-channel normalisation (`--mean`, `--std`) can be put in
 //! front of the graph. A final Softmax is left out (attacks need logits).
@@ -16,7 +18,7 @@ use burn::module::Param;
 use burn::prelude::*;
 
 use super::{InputSpec, ModelError};
-use graph::{CompileError, Compiler, MAX_RANK, Program};
+use graph::{CompileError, Compiler, Program};
 
 /// Per-channel normalisation of [0,1] images, `(x - mean) / std`, put in front of a graph.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,8 +47,8 @@ pub struct OnnxModel {
     matrices: Vec<Param<Tensor<2>>>,
     /// Convolution and linear biases.
     biases: Vec<Param<Tensor<1>>>,
-    /// Other constants, held padded to rank 6.
-    consts: Vec<Param<Tensor<MAX_RANK>>>,
+    /// Other constants, at the rank of the values they combine with.
+    consts: Vec<eval::Constant>,
     /// Mean subtracted from the images, `[1, C, 1, 1]`.
     mean: Option<Param<Tensor<4>>>,
     /// Reciprocal of the standard deviation the images are then multiplied by, `[1, C, 1, 1]`.
@@ -159,9 +161,6 @@ pub fn load(path: &Path, normalization: Option<&Normalization>, device: &Device)
             ),
         ));
     };
-    let padded_param = |(values, shape): (Vec<f32>, Vec<usize>)| {
-        Param::from_data(burn::tensor::TensorData::new(values, eval::padded(&shape)), device)
-    };
     let (mean, inv_std) = match normalization {
         None => (None, None),
         Some(n) => {
@@ -184,6 +183,12 @@ pub fn load(path: &Path, normalization: Option<&Normalization>, device: &Device)
         }
     };
     let stripped = program.stripped_softmax;
+    let consts = weights
+        .consts
+        .into_iter()
+        .map(|(values, shape)| eval::Constant::new(values, &shape, device))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format_err(path, e))?;
     let mut model = OnnxModel {
         kernels: weights
             .kernels
@@ -200,7 +205,7 @@ pub fn load(path: &Path, normalization: Option<&Normalization>, device: &Device)
             .into_iter()
             .map(|d| Param::from_data(d, device))
             .collect(),
-        consts: weights.consts.into_iter().map(padded_param).collect(),
+        consts,
         mean,
         inv_std,
         program: Arc::new(program),
@@ -213,10 +218,10 @@ pub fn load(path: &Path, normalization: Option<&Normalization>, device: &Device)
         }),
     };
     let probe = Tensor::<4>::zeros([2, c, h, w], device);
-    let (logits, macs) = model
+    let (num_classes, macs) = model
         .run(probe)
+        .map(|(logits, macs)| (logits.dims()[1], macs))
         .map_err(|e| format_err(path, format!("the graph does not run on {c}x{h}x{w} images: {e}")))?;
-    let num_classes = logits.dims()[1];
     model.info = Arc::new(GraphInfo {
         spec: InputSpec {
             image_shape: [c, h, w],
