@@ -14,19 +14,6 @@ fn checkpoint() -> std::path::PathBuf {
     common::data_dir().join("models/efficientnet-lite0-57934424.pth")
 }
 
-/// The fixture's synthetic image k, [3, 224, 224] in [0,1].
-fn reference_image(k: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(3 * 224 * 224);
-    for c in 0..3 {
-        for y in 0..224 {
-            for x in 0..224 {
-                v.push(((k * 97 + c * 53 + y * 7 + x * 13 + (x * y) % 31) % 256) as f32 / 255.0);
-            }
-        }
-    }
-    v
-}
-
 #[test]
 fn logits_match_pytorch_on_the_reference_images() {
     let device = Device::flex();
@@ -41,7 +28,7 @@ fn logits_match_pytorch_on_the_reference_images() {
     )
     .unwrap();
     let expected: Vec<Vec<f64>> = serde_json::from_value(fixture["logits"].clone()).unwrap();
-    let pixels: Vec<f32> = (0..3).flat_map(reference_image).collect();
+    let pixels: Vec<f32> = (0..3).flat_map(common::efficientnet_reference_image).collect();
     let images =
         Tensor::<1>::from_data(TensorData::new(pixels, [3 * 3 * 224 * 224]), &device).reshape([3, 3, 224, 224]);
     let plain: Vec<f32> = loaded

@@ -197,19 +197,6 @@ fn the_exported_mnist_cnn_is_attacked_as_the_built_in_one() {
     }
 }
 
-/// The synthetic image k of `tests/fixtures/efficientnet-lite0-logits.json`, [3, 224, 224].
-fn efficientnet_reference_image(k: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(3 * 224 * 224);
-    for c in 0..3 {
-        for y in 0..224 {
-            for x in 0..224 {
-                v.push(((k * 97 + c * 53 + y * 7 + x * 13 + (x * y) % 31) % 256) as f32 / 255.0);
-            }
-        }
-    }
-    v
-}
-
 #[test]
 #[ignore = "needs EfficientNet-Lite0 exported by scripts/export_onnx.py --efficientnet-weights, and the data folder"]
 fn efficientnet_lite0_exported_to_onnx_matches_the_built_in_one() {
@@ -244,7 +231,7 @@ fn efficientnet_lite0_exported_to_onnx_matches_the_built_in_one() {
     let pytorch: Vec<f32> = floats(&fixture["logits"]);
     let r = Reference {
         shape: [3, 224, 224],
-        inputs: (0..3).flat_map(efficientnet_reference_image).collect(),
+        inputs: (0..3).flat_map(common::efficientnet_reference_image).collect(),
         labels: vec![3, 7, 1],
         logits: Vec::new(),
         grads: Vec::new(),

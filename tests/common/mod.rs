@@ -123,3 +123,17 @@ pub fn train_config(epochs: usize, adversary: Option<Adversary>) -> TrainConfig 
         init_from: None,
     }
 }
+
+/// The synthetic image k of `tests/fixtures/efficientnet-lite0-logits.json` (made by
+/// `scripts/efficientnet_lite0_reference.py`), [3, 224, 224] in [0,1].
+pub fn efficientnet_reference_image(k: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(3 * 224 * 224);
+    for c in 0..3 {
+        for y in 0..224 {
+            for x in 0..224 {
+                v.push(((k * 97 + c * 53 + y * 7 + x * 13 + (x * y) % 31) % 256) as f32 / 255.0);
+            }
+        }
+    }
+    v
+}
