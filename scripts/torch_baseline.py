@@ -84,18 +84,23 @@ def cycled(x, y, b):
     return x[idx].contiguous(), y[idx].contiguous()
 
 
-def time_forward(model, x, reps, chunk):
-    def once():
-        with torch.no_grad():
-            for start in range(0, len(x), chunk):
-                model(x[start:start + chunk])
+def images_per_second(once, images, reps):
+    """`images` over the fastest of `reps` timed calls of `once`, after one warm-up call."""
     once()
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
         once()
         best = min(best, time.perf_counter() - t0)
-    return len(x) / best
+    return images / best
+
+
+def time_forward(model, x, reps, chunk):
+    def once():
+        with torch.no_grad():
+            for start in range(0, len(x), chunk):
+                model(x[start:start + chunk])
+    return images_per_second(once, len(x), reps)
 
 
 def time_forward_input_grad(model, x, y, reps, chunk):
@@ -104,13 +109,7 @@ def time_forward_input_grad(model, x, y, reps, chunk):
             leaf = x[start:start + chunk].clone().requires_grad_(True)
             loss = F.cross_entropy(model(leaf), y[start:start + chunk], reduction="sum")
             (grad,) = torch.autograd.grad(loss, leaf)
-    once()
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        once()
-        best = min(best, time.perf_counter() - t0)
-    return len(x) / best
+    return images_per_second(once, len(x), reps)
 
 
 def main():
