@@ -84,13 +84,21 @@ def cycled(x, y, b):
     return x[idx].contiguous(), y[idx].contiguous()
 
 
+def synchronize():
+    """Waits for queued GPU work, so that a timer stopped after it counts that work."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def images_per_second(once, images, reps):
     """`images` over the fastest of `reps` timed calls of `once`, after one warm-up call."""
     once()
+    synchronize()
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
         once()
+        synchronize()
         best = min(best, time.perf_counter() - t0)
     return images / best
 
@@ -124,18 +132,20 @@ def main():
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--attack-batch", type=int, default=0, help="Foolbox batch size (0 = all N at once)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, or cuda for an NVIDIA GPU")
     p.add_argument("--json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    for param in (model := load_model(args.model, args.dataset)).parameters():
+    for param in (model := load_model(args.model, args.dataset).to(args.device)).parameters():
         param.requires_grad_(False)
     load = load_mnist_test if args.dataset == "mnist" else load_cifar10_test
-    x, y = load(args.data_dir, args.n)
+    x, y = (t.to(args.device) for t in load(args.data_dir, args.n))
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == y).float().mean().item()
     result = {
         "torch": torch.__version__,
         "threads": args.threads,
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "dataset": args.dataset,
         "n": args.n,
         "clean_accuracy": accuracy,
@@ -158,8 +168,10 @@ def main():
     fmodel = fb.PyTorchModel(model, bounds=(0, 1))
     attack = fb.attacks.DDNAttack(init_epsilon=1.0, steps=args.steps, gamma=0.05)
     batch = args.attack_batch or args.n
+    synchronize()
     t0 = time.perf_counter()
     parts = [attack(fmodel, x[i:i + batch], y[i:i + batch], epsilons=None) for i in range(0, args.n, batch)]
+    synchronize()
     seconds = time.perf_counter() - t0
     advs = torch.cat([p[1] for p in parts])
     success = torch.cat([p[2] for p in parts])
@@ -171,7 +183,7 @@ def main():
         "foolbox_ddn_seconds": seconds,
         "foolbox_ddn_success_rate": success.float().mean().item(),
         "foolbox_ddn_mean_l2": norms.mean().item(),
-        "foolbox_ddn_median_l2": float(np.median(norms.numpy())),
+        "foolbox_ddn_median_l2": float(np.median(norms.cpu().numpy())),
     })
     print(json.dumps(result, indent=2))
     if args.json:
