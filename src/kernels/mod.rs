@@ -1,7 +1,10 @@
-//! Fast CPU kernels for the layers of the small CNNs, chosen by the backend.
+//! Fast CPU kernels for the layers of the built-in models, chosen by the backend.
 //!
 //! The models call [`conv2d_layer`] / [`conv2d_relu_layer`] (or [`conv2d`] / [`conv2d_relu`])
-//! for every convolution and [`max_pool2d_layer`] for every max pooling. On the `flex` CPU
+//! for every convolution, [`max_pool2d_layer`] for every max pooling and [`relu6`] for
+//! EfficientNet's activation. On `flex`, a `float32` depthwise convolution (one filter per
+//! channel) with stride 1 or 2 runs the kernel of [`depthwise`] and ReLU6 the one of
+//! [`elementwise`], forward and input gradient. On the `flex` CPU
 //! backend, a `float32` convolution with stride 1, no dilation, one group, a filter larger than
 //! 1x1 of at most [`MAX_TAPS`] taps (input channels times filter size) and padding below the
 //! filter size runs the direct kernel of [`conv`], with the bias and the ReLU applied as the
@@ -21,6 +24,8 @@
 //! ([`retain_freed_memory`]).
 
 pub mod conv;
+pub mod depthwise;
+pub mod elementwise;
 pub mod pool;
 
 use burn::backend::autodiff::NodeId;
@@ -29,7 +34,8 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
-use burn::backend::ops::{ActivationOps, ModuleOps};
+use burn::backend::get_or_init_device_settings;
+use burn::backend::ops::{ActivationOps, BoolTensorOps, FloatTensorOps, ModuleOps};
 use burn::backend::{Autodiff, Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -39,6 +45,7 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{DType, IntDType, TensorData};
 
 use conv::{Epilogue, PackedFilter};
+use depthwise::Geometry;
 
 /// Layers a backend may run with its own kernels.
 #[backend_extension(Flex, Autodiff)]
@@ -79,6 +86,33 @@ pub trait KernelBackend: Backend {
     /// The gradient with respect to `x` of [`KernelBackend::max_pool2x2`] given the gradient
     /// `output_grad` of its output.
     fn max_pool2x2_backward(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `[B, C, OH, OW]`: the depthwise convolution (one filter per channel, no bias) of `x`
+    /// (`[B, C, H, W]`) by `weight` (`[C, 1, KH, KW]`) with the stride and zero padding of
+    /// `geometry` (see [`Geometry::supported`]).
+    fn depthwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, geometry: Geometry) -> FloatTensor<Self>;
+
+    /// The gradient with respect to `x` of [`KernelBackend::depthwise_conv2d`] given the
+    /// gradient `output_grad` of its output: `[B, C, H, W]`.
+    fn depthwise_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        geometry: Geometry,
+    ) -> FloatTensor<Self>;
+
+    /// `min(max(x, 0), 6)` elementwise (NaN stays NaN).
+    fn relu6(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// The gradient with respect to `x` of [`KernelBackend::relu6`] given the gradient
+    /// `output_grad` of its output: `output_grad` where `0 <= x <= 6` (burn's clamp passes the
+    /// gradient at both ends), 0 elsewhere.
+    fn relu6_backward(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// burn's convolution options of a depthwise convolution of `channels` channels.
+fn depthwise_options(geometry: Geometry, channels: usize) -> ConvOptions<2> {
+    ConvOptions::new_with_padding([geometry.stride; 2], geometry.padding, [1, 1], channels)
 }
 
 fn stride1_options(padding: [usize; 2]) -> ConvOptions<2> {
@@ -220,6 +254,93 @@ impl KernelBackend for Flex {
         let out = pool::max_pool2x2_backward(x.storage::<f32>(), grad.storage::<f32>(), b * c, [h, w]);
         flex_tensor(out, [b, c, h, w])
     }
+
+    fn depthwise_conv2d(x: FlexTensor, weight: FlexTensor, geometry: Geometry) -> FlexTensor {
+        let [b, c, ..] = dims4(&x);
+        if !all_f32(&[&x, &weight]) {
+            return Flex::conv2d(x, weight, None, depthwise_options(geometry, c));
+        }
+        let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+        let out = depthwise::forward(x.storage::<f32>(), weight.storage::<f32>(), c, geometry);
+        let [oh, ow] = geometry.output();
+        flex_tensor(out, [b, c, oh, ow])
+    }
+
+    fn depthwise_conv2d_x_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        output_grad: FlexTensor,
+        geometry: Geometry,
+    ) -> FlexTensor {
+        let [b, c, h, w] = dims4(&x);
+        if !all_f32(&[&x, &weight, &output_grad]) {
+            return Flex::conv2d_x_backward(x, weight, output_grad, depthwise_options(geometry, c));
+        }
+        let (weight, grad) = (weight.to_contiguous(), output_grad.to_contiguous());
+        let dx = depthwise::input_gradient(grad.storage::<f32>(), weight.storage::<f32>(), c, geometry);
+        flex_tensor(dx, [b, c, h, w])
+    }
+
+    fn relu6(x: FlexTensor) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return Flex::float_clamp(x, 0.0.into(), 6.0.into());
+        }
+        let x = x.to_contiguous();
+        let out = elementwise::relu6(x.storage::<f32>());
+        FlexTensor::from_data(TensorData::new(out, x.shape()))
+    }
+
+    fn relu6_backward(x: FlexTensor, output_grad: FlexTensor) -> FlexTensor {
+        assert!(
+            x.dtype() == DType::F32 && output_grad.dtype() == DType::F32,
+            "the ReLU6 kernel runs on float32 only"
+        );
+        let (x, grad) = (x.to_contiguous(), output_grad.to_contiguous());
+        let out = elementwise::relu6_backward(x.storage::<f32>(), grad.storage::<f32>());
+        FlexTensor::from_data(TensorData::new(out, x.shape()))
+    }
+}
+
+/// Parent: the input.
+#[derive(Debug)]
+struct Relu6Backward;
+
+impl<B: Backend + KernelBackend> Backward<B, 1> for Relu6Backward {
+    type State = NodeId;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(ops.state);
+        if let [Some(node)] = ops.parents {
+            grads.register::<B>(node.id, B::relu6_backward(x, grad));
+        }
+    }
+}
+
+/// Parents: the input and the filter.
+#[derive(Debug)]
+struct DepthwiseBackward;
+
+impl<B: Backend + KernelBackend> Backward<B, 2> for DepthwiseBackward {
+    type State = (NodeId, NodeId, Geometry);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x_state, weight_state, geometry) = ops.state;
+        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
+        let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
+        let [node_x, node_weight] = ops.parents;
+        if let Some(node) = node_x {
+            let dx = B::depthwise_conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), geometry);
+            grads.register::<B>(node.id, dx);
+        }
+        // The filter gradient (training only) by burn's own operation.
+        if let Some(node) = node_weight {
+            let channels = x.shape()[1];
+            let dw = B::conv2d_weight_backward(x, weight, grad, depthwise_options(geometry, channels));
+            grads.register::<B>(node.id, dw);
+        }
+    }
 }
 
 /// Parent: the pooled input.
@@ -348,6 +469,52 @@ impl<B: Backend + KernelBackend, C: CheckpointStrategy> KernelBackend for Autodi
         }
     }
 
+    fn depthwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, geometry: Geometry) -> FloatTensor<Self> {
+        match DepthwiseBackward
+            .prepare::<C>([x.node(), weight.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&x), prep.checkpoint(&weight), geometry);
+                let out = B::depthwise_conv2d(x.into_primitive(), weight.into_primitive(), geometry);
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::depthwise_conv2d(
+                x.into_primitive(),
+                weight.into_primitive(),
+                geometry,
+            )),
+        }
+    }
+
+    fn depthwise_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        geometry: Geometry,
+    ) -> FloatTensor<Self> {
+        let channels = x.shape()[1];
+        Self::conv2d_x_backward(x, weight, output_grad, depthwise_options(geometry, channels))
+    }
+
+    fn relu6(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match Relu6Backward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let state = prep.checkpoint(&x);
+                prep.finish(state, B::relu6(x.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::relu6(x.into_primitive())),
+        }
+    }
+
+    fn relu6_backward(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        let bool_dtype = get_or_init_device_settings::<Self>(&x.device()).bool_dtype;
+        let below = Self::float_lower_elem(x.clone(), 0.0.into(), bool_dtype);
+        let above = Self::float_greater_elem(x, 6.0.into(), bool_dtype);
+        Self::float_mask_fill(output_grad, Self::bool_or(below, above), 0.0.into())
+    }
+
     fn max_pool2x2_backward(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
         // burn's pooling backward pass, from the indices of its forward pass.
         let (k, s, p, d) = ([2, 2], [2, 2], [0, 0], [1, 1]);
@@ -407,9 +574,47 @@ fn direct_conv2d(
     Tensor::from_dispatch(out)
 }
 
+/// The geometry of the convolution of `x` by `weight` with `options` if it is a depthwise
+/// convolution (as many groups as channels, one filter per channel) that the depthwise kernel
+/// computes on the backend of `x`.
+fn depthwise_geometry(x: &Tensor<4>, weight: &Tensor<4>, options: &ConvOptions<2>) -> Option<Geometry> {
+    let [_, channels, h, w] = x.dims();
+    let [c_out, per_group, kh, kw] = weight.dims();
+    let (begin, end) = (options.padding_begin(), options.padding_end());
+    let geometry = Geometry {
+        input: [h, w],
+        kernel: [kh, kw],
+        stride: options.stride[0],
+        padding: [(begin[0], end[0]), (begin[1], end[1])],
+    };
+    let depthwise = options.groups == channels
+        && c_out == channels
+        && per_group == 1
+        && options.stride[0] == options.stride[1]
+        && options.dilation == [1, 1]
+        && geometry.supported()
+        && x.dtype() == DType::F32
+        && is_flex(&x.device());
+    depthwise.then_some(geometry)
+}
+
 /// The convolution `burn::tensor::module::conv2d(x, weight, bias, options)`, through the direct
-/// kernel where the backend has one for it (see the module docs).
+/// or the depthwise kernel where the backend has one for it (see the module docs).
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
+    if let Some(geometry) = depthwise_geometry(&x, &weight, &options) {
+        let out = Tensor::from_dispatch(<burn::backend::Dispatch as KernelBackend>::depthwise_conv2d(
+            x.into_dispatch(),
+            weight.into_dispatch(),
+            geometry,
+        ));
+        return match bias {
+            Some(bias) => {
+                let channels = bias.dims()[0];
+                out.add(bias.reshape([1, channels, 1, 1]))
+            }
+            None => out,
+        };
+    }
     let [_, _, kh, kw] = weight.dims();
     match direct_padding(&x, [kh, kw], &options) {
         Some(padding) => direct_conv2d(x, weight, bias, padding, false),
@@ -466,6 +671,16 @@ pub fn conv2d_relu_layer(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
     let options = layer_options(layer, [h, w]);
     conv2d_relu(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), options)
+}
+
+/// `min(max(x, 0), 6)` (EfficientNet's activation), in one pass through the kernel of
+/// [`elementwise`] on `flex` (forward and gradient), burn's `relu6` elsewhere.
+pub fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.dtype() == DType::F32 && is_flex(&x.device()) {
+        Tensor::from_dispatch(<burn::backend::Dispatch as KernelBackend>::relu6(x.into_dispatch()))
+    } else {
+        burn::tensor::activation::relu6(x)
+    }
 }
 
 /// `layer.forward(x)`, through the 2x2 pooling kernel where the backend has one for it (see the

@@ -13,7 +13,9 @@
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::relu6;
+use burn::tensor::ops::ConvOptions;
+
+use crate::kernels::{self, relu6};
 
 /// Mean of the input scaling, in [0,1] units (127 of 255), the same for R, G and B.
 pub const LITE_MEAN: f32 = 127.0 / 255.0;
@@ -57,16 +59,37 @@ pub fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize)
     (total / 2, total - total / 2)
 }
 
-fn forward_same(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+/// `bn(conv(x))`, `conv` applied with TensorFlow's "same" padding passed to the convolution
+/// itself (no padded copy of the input), through [`crate::kernels::conv2d`] (a depthwise kernel
+/// on the CPU). When the batch norm normalises with its running statistics (evaluation, or a
+/// frozen layer: every attack), it is an affine map per channel, folded into the convolution:
+/// filter `w * s` and bias `beta - mean * s` with `s = gamma / sqrt(var + eps)`, so that no pass
+/// over the activations is spent on it. In training both run as written.
+fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
     let (k, s) = (conv.kernel_size[0], conv.stride[0]);
-    let (pad_h, pad_w) = (same_padding(h, k, s), same_padding(w, k, s));
-    let x = if pad_h == (0, 0) && pad_w == (0, 0) {
-        x
-    } else {
-        x.pad([pad_h, pad_w], 0.0f32)
+    let options = ConvOptions::new_with_padding(
+        conv.stride,
+        [same_padding(h, k, s), same_padding(w, k, s)],
+        conv.dilation,
+        conv.groups,
+    );
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    if x.device().is_autodiff() && bn.training.is_enabled() {
+        return bn.forward(kernels::conv2d(x, conv.weight.val(), bias, options));
+    }
+    let device = conv.weight.device();
+    let mean = bn.running_mean.value().to_device(&device);
+    let var = bn.running_var.value().to_device(&device);
+    let scale = bn.gamma.val().div(var.add_scalar(bn.epsilon).sqrt());
+    let [c_out, ..] = conv.weight.dims();
+    let weight = conv.weight.val().mul(scale.clone().reshape([c_out, 1, 1, 1]));
+    let shift = bn.beta.val().sub(mean.mul(scale.clone()));
+    let bias = match bias {
+        Some(bias) => bias.mul(scale).add(shift),
+        None => shift,
     };
-    conv.forward(x)
+    kernels::conv2d(x, weight, Some(bias), options)
 }
 
 fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
@@ -103,10 +126,10 @@ impl MbConv {
     fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let (Some(conv), Some(bn)) = (&self.expand_conv, &self.bn0) {
-            x = relu6(bn.forward(conv.forward(x)));
+            x = relu6(conv_bn(conv, bn, x));
         }
-        x = relu6(self.bn1.forward(forward_same(&self.depthwise_conv, x)));
-        x = self.bn2.forward(self.project_conv.forward(x));
+        x = relu6(conv_bn(&self.depthwise_conv, &self.bn1, x));
+        x = conv_bn(&self.project_conv, &self.bn2, x);
         if self.residual { x.add(input) } else { x }
     }
 }
@@ -149,11 +172,11 @@ impl EfficientNetLite {
     /// Logits `[B, classes]` of RGB images `[B, 3, H, W]` in [0,1].
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let x = images.sub_scalar(LITE_MEAN).div_scalar(LITE_STD);
-        let mut x = relu6(self.bn0.forward(forward_same(&self.conv_stem, x)));
+        let mut x = relu6(conv_bn(&self.conv_stem, &self.bn0, x));
         for block in &self.blocks {
             x = block.forward(x);
         }
-        let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
+        let x = relu6(conv_bn(&self.conv_head, &self.bn1, x));
         let [b, c, _, _] = x.dims();
         let pooled = x.mean_dims(&[2, 3]).reshape([b, c]);
         self.fc.forward(self.dropout.forward(pooled))
