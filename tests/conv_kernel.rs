@@ -201,6 +201,89 @@ fn unsupported_convolutions_fall_back_to_burn() {
     }
 }
 
+/// A depthwise convolution through `anu::kernels::conv2d` (the depthwise kernel on flex) against
+/// burn's grouped `conv2d`: output, input, filter and bias gradients.
+fn check_depthwise(b: usize, c: usize, [h, w]: [usize; 2], k: usize, stride: usize, padding: [(usize, usize); 2]) {
+    let device = Device::flex().autodiff();
+    let plain = Device::flex();
+    let x = random([b, c, h, w], &plain);
+    let weight = random([c, 1, k, k], &plain);
+    let bias_t = Tensor::<1>::random([c], Distribution::Normal(0.0, 1.0), &plain);
+    let options = ConvOptions::new_with_padding([stride, stride], padding, [1, 1], c);
+    let oh = (h + padding[0].0 + padding[0].1 - k) / stride + 1;
+    let ow = (w + padding[1].0 + padding[1].1 - k) / stride + 1;
+    let g = random([b, c, oh, ow], &plain);
+    let run = |fast: bool| {
+        let xl = Tensor::<4>::from_data(x.clone().into_data(), &device).require_grad();
+        let wl = Tensor::<4>::from_data(weight.clone().into_data(), &device).require_grad();
+        let bl = Tensor::<1>::from_data(bias_t.clone().into_data(), &device).require_grad();
+        let y = if fast {
+            anu::kernels::conv2d(xl.clone(), wl.clone(), Some(bl.clone()), options.clone())
+        } else {
+            conv2d(xl.clone(), wl.clone(), Some(bl.clone()), options.clone())
+        };
+        let grads = (y.clone() * Tensor::from_data(g.clone().into_data(), &device))
+            .sum()
+            .backward();
+        (
+            values(y.inner()),
+            values(xl.grad(&grads).unwrap()),
+            values(wl.grad(&grads).unwrap()),
+            bl.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap(),
+        )
+    };
+    let (fast, reference) = (run(true), run(false));
+    let label = format!("depthwise b{b} c{c} {h}x{w} k{k} s{stride} p{padding:?}");
+    assert_close(&fast.0, &reference.0, &format!("output of {label}"));
+    assert_close(&fast.1, &reference.1, &format!("input gradient of {label}"));
+    assert_close(&fast.2, &reference.2, &format!("filter gradient of {label}"));
+    assert_close(&fast.3, &reference.3, &format!("bias gradient of {label}"));
+}
+
+#[test]
+fn depthwise_layer_matches_reference_with_gradients() {
+    // EfficientNet's cases (3x3 and 5x5, stride 1 with symmetric "same" padding, stride 2 with
+    // the extra pixel after), odd sizes, batch 1, channel counts that are not a SIMD width.
+    check_depthwise(2, 3, [9, 7], 3, 1, [(1, 1), (1, 1)]);
+    check_depthwise(1, 5, [8, 8], 3, 2, [(0, 1), (0, 1)]);
+    check_depthwise(2, 4, [14, 14], 5, 2, [(1, 2), (1, 2)]);
+    check_depthwise(3, 2, [7, 7], 5, 1, [(2, 2), (2, 2)]);
+    check_depthwise(1, 6, [11, 10], 3, 2, [(1, 1), (0, 1)]);
+    check_depthwise(2, 3, [6, 5], 3, 1, [(0, 0), (0, 0)]);
+}
+
+#[test]
+fn relu6_matches_burn_with_gradient() {
+    let device = Device::flex().autodiff();
+    let plain = Device::flex();
+    // Values around both ends, exact 0 and 6 included.
+    let x = random([2, 3, 5, 7], &plain).mul_scalar(5.0).add_scalar(3.0);
+    let x = Tensor::cat(
+        vec![
+            x,
+            Tensor::zeros([1, 3, 5, 7], &plain),
+            Tensor::full([1, 3, 5, 7], 6.0, &plain),
+        ],
+        0,
+    );
+    let g = random(x.dims(), &plain);
+    let run = |fast: bool| {
+        let xl = Tensor::<4>::from_data(x.clone().into_data(), &device).require_grad();
+        let y = if fast {
+            anu::kernels::relu6(xl.clone())
+        } else {
+            burn::tensor::activation::relu6(xl.clone())
+        };
+        let grads = (y.clone() * Tensor::from_data(g.clone().into_data(), &device))
+            .sum()
+            .backward();
+        (values(y.inner()), values(xl.grad(&grads).unwrap()))
+    };
+    let (fast, reference) = (run(true), run(false));
+    assert_eq!(fast.0, reference.0, "relu6 output");
+    assert_eq!(fast.1, reference.1, "relu6 gradient");
+}
+
 /// The pooling helper against burn's `MaxPool2d`, bit for bit (NaN included): with `ties`, many
 /// windows hold several zeros (as after a ReLU); with `nans`, some values are NaN.
 fn check_pool(b: usize, c: usize, h: usize, w: usize, ties: bool, nans: bool) {
