@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use anu::attack::AttackKind;
+use anu::bench::pytorch::{Comparison, PytorchFigures, compare};
 use anu::bench::{BenchSettings, Measured, bench, cpu_peak_gflops};
 use anu::data::Split;
 
@@ -31,14 +32,66 @@ pub struct BenchArgs {
     /// Images per forward/backward pass inside an attack batch (default: 64 on CPU, 0 = whole batch).
     #[arg(long)]
     pass_chunk: Option<usize>,
+    /// PyTorch's figures for the same model on this machine, as `scripts/torch_baseline.py
+    /// --json FILE` writes them: printed beside anu's, with the ratios.
+    #[arg(long, value_name = "FILE")]
+    pytorch: Option<PathBuf>,
     /// Also write the rows (and the run's manifest) as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
+fn ratio(anu: Option<f64>, pytorch: f64) -> String {
+    anu.map_or("-".into(), |a| format!("{:.2}", a / pytorch))
+}
+
+fn print_comparison(pytorch: &PytorchFigures, comparisons: &[Comparison], anu_on_cpu: bool) {
+    println!(
+        "PyTorch {} on {} ({} threads), from {}: forward + input gradient, fastest chunking",
+        pytorch.torch,
+        pytorch.device,
+        pytorch.threads,
+        pytorch.path.display()
+    );
+    println!(
+        "{:>6} {:>14} {:>6} {:>14} {:>7} {:>14} {:>7}",
+        "batch", "PyTorch", "chunk", "anu passes", "ratio", "anu DDN iter", "ratio"
+    );
+    for c in comparisons {
+        let p = c.pytorch_forward_input_grad;
+        println!(
+            "{:>6} {:>14.1} {:>6} {:>14} {:>7} {:>14} {:>7}",
+            c.batch,
+            p,
+            c.pytorch_chunk,
+            c.anu_forward_input_grad.map_or("-".into(), |a| format!("{a:.1}")),
+            ratio(c.anu_forward_input_grad, p),
+            c.anu_ddn_iteration.map_or("-".into(), |a| format!("{a:.1}")),
+            ratio(c.anu_ddn_iteration, p),
+        );
+    }
+    if comparisons.is_empty() {
+        println!("(PyTorch timed none of these batch sizes)");
+    }
+    if anu_on_cpu != (pytorch.device == "cpu") {
+        println!("note: PyTorch ran on {}, anu on another kind of device", pytorch.device);
+    }
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
     if let Some(path) = &args.json {
         anu::fsutil::check_output_file(path)?;
+    }
+    let pytorch = args.pytorch.as_deref().map(PytorchFigures::read).transpose()?;
+    if let Some(p) = &pytorch
+        && p.dataset != args.common.dataset.to_string()
+    {
+        anyhow::bail!(
+            "{}: PyTorch's figures are for {}, this bench runs {}",
+            p.path.display(),
+            p.dataset,
+            args.common.dataset
+        );
     }
     let device = args.common.device()?;
     let loaded = args.common.load_model(&args.model_file, &device)?;
@@ -108,8 +161,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
             );
         }
     }
+    let comparisons = pytorch
+        .as_ref()
+        .map(|p| compare(&rows, p, &args.batch_sizes))
+        .unwrap_or_default();
+    if let Some(p) = &pytorch {
+        print_comparison(p, &comparisons, on_cpu);
+    }
     if let Some(path) = &args.json {
-        let out = serde_json::json!({"rows": rows, "manifest": args.common.manifest(&[&loaded])});
+        let out = serde_json::json!({
+            "rows": rows,
+            "pytorch": pytorch,
+            "pytorch_comparison": comparisons,
+            "manifest": args.common.manifest(&[&loaded]),
+        });
         anu::fsutil::write_json(path, &out)?;
     }
     Ok(())

@@ -15,6 +15,8 @@ use crate::machine::CpuInfo;
 use crate::models::LoadedModel;
 use crate::train::cross_entropy;
 
+pub mod pytorch;
+
 /// What a row of the table timed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(into = "String")]
