@@ -2,23 +2,25 @@
 //!
 //! The models call [`conv2d_layer`] / [`conv2d_relu_layer`] (or [`conv2d`] / [`conv2d_relu`])
 //! for every convolution, [`max_pool2d_layer`] for every max pooling and [`relu6`] for
-//! EfficientNet's activation. On `flex`, a `float32` depthwise convolution (one filter per
-//! channel) with stride 1 or 2 runs the kernel of [`depthwise`] and ReLU6 the one of
-//! [`elementwise`], forward and input gradient. On the `flex` CPU
-//! backend, a `float32` convolution with stride 1, no dilation, one group, a filter larger than
-//! 1x1 of at most [`MAX_TAPS`] taps (input channels times filter size) and padding below the
-//! filter size runs the direct kernel of [`conv`], with the bias and the ReLU applied as the
-//! output is written; a 2x2 max pooling with stride 2 runs the kernel of [`pool`]. Both go
-//! through the backend extension [`KernelBackend`], forward and gradient alike. Every other
-//! layer, and every layer on another backend (wgpu, CUDA...), is burn's own operation. Both
-//! compute the same function: which one ran changes a result by float rounding only (pooling
-//! and ReLU not at all).
+//! EfficientNet's activation. On the `flex` CPU backend, with `float32` tensors:
+//! - a convolution with stride 1, no dilation, one group, a filter larger than 1x1 of at most
+//!   [`MAX_TAPS`] taps (input channels times filter size) and padding below the filter size runs
+//!   the direct kernel of [`conv`], with the bias and the ReLU applied as the output is written;
+//! - a depthwise convolution (one filter per channel) with stride 1 or 2 and padding below the
+//!   filter size (possibly more after than before) runs the kernel of [`depthwise`];
+//! - a 2x2 max pooling with stride 2 runs the kernel of [`pool`], and ReLU6 the one of
+//!   [`elementwise`].
+//!
+//! All go through the backend extension [`KernelBackend`], forward and gradient alike. Every
+//! other layer, and every layer on another backend (wgpu, CUDA...), is burn's own operation.
+//! Both compute the same function: which one ran changes a result by float rounding only
+//! (pooling and ReLU6 not at all).
 //!
 //! Under autodiff, the convolution's backward pass computes the input gradient with the direct
 //! kernel (a convolution of the padded output gradient by the flipped, transposed filter; the
 //! ReLU's gradient is applied while padding) and the filter and bias gradients with burn's own
-//! backward operations, so training is unaffected. Pooling recomputes each window's argmax from
-//! its input instead of storing indices.
+//! backward operations, so training is unaffected; the depthwise convolution likewise. Pooling
+//! recomputes each window's argmax from its input instead of storing indices.
 //!
 //! The first direct convolution also sets glibc's allocator to keep freed memory
 //! ([`retain_freed_memory`]).
