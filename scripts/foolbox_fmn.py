@@ -1,12 +1,14 @@
-"""Foolbox 3.3.4's FMN-L2 on anu's MNIST CNN (a measurement aid only; anu itself never runs Python).
+"""Foolbox 3.3.4's FMN-L2 on anu's MNIST or CIFAR-10 CNN (a measurement aid only; anu itself never
+runs Python).
 
 What it measures: Foolbox's `fb.attacks.L2FMNAttack(steps=S)` (all other arguments at their
-defaults, `epsilons=None`, untargeted) on the first N MNIST test images, for each S in --steps,
-on the CPU, in batches of --batch images, to set beside `anu attack --attack fmn` / `anu reproduce`.
+defaults, `epsilons=None`, untargeted) on the first N test images of --dataset, for each S in
+--steps, on the CPU (or --device cuda), in batches of --batch images, to set beside
+`anu attack --attack fmn` / `anu reproduce`.
 Per budget it records the success count (an image counts as a success when the returned point is
 misclassified by the model; images the model already misclassifies count as norm 0, as in anu),
 mean and median L2 of the successes, wall seconds, per-image L2 norms (null for failures) and the
-failing indices, plus Foolbox's norms on a list of image indices of interest (--watch).
+failing indices, plus, on MNIST, Foolbox's norms on a list of image indices of interest.
 
 Foolbox 3.3.4's L2FMNAttack.project computes `factor = minimum(1, norms / norms)`, i.e. always 1,
 so the L2-ball projection is a no-op (epsilon is computed but never used). To separate that bug
@@ -19,6 +21,8 @@ Run (model loading is reused from scripts/torch_baseline.py):
     pip install torch==2.9.0 foolbox==3.3.4 safetensors numpy
     python scripts/foolbox_fmn.py --data-dir ../shared/data --model models/mnist-cnn.safetensors \
         --out docs/results/mnist-3way-n200/foolbox-fmn.json
+    python scripts/foolbox_fmn.py --data-dir ../shared/data --dataset cifar10 \
+        --model models/cifar-cnn.safetensors --n 1000 --steps 50,100 --out foolbox-fmn-cifar10.json
 
 Writes the JSON given by --out (default docs/results/mnist-3way-n200/foolbox-fmn.json) and
 prints a summary.
@@ -35,9 +39,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_baseline import load_mnist_test, load_model  # noqa: E402
+from torch_baseline import load_cifar10_test, load_mnist_test, load_model  # noqa: E402
 
-WATCH = [8, 25, 62, 73, 95, 115, 160, 175, 184]
+# MNIST test images whose norms the MNIST comparison looked at one by one.
+MNIST_WATCH = [8, 25, 62, 73, 95, 115, 160, 175, 184]
 
 
 def run_attack(attack, fmodel, model, x, y, batch):
@@ -46,13 +51,15 @@ def run_attack(attack, fmodel, model, x, y, batch):
     for i in range(0, len(x), batch):
         _, clipped, _ = attack(fmodel, x[i:i + batch], y[i:i + batch], epsilons=None)
         advs.append(clipped)
-    seconds = time.perf_counter() - t0
     advs = torch.cat(advs)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
     with torch.no_grad():
         success = model(advs).argmax(1) != y
     norms = (advs - x).flatten(1).norm(dim=1)
     per_image = [float(n) if s else None for n, s in zip(norms.tolist(), success.tolist())]
-    ok = norms[success].numpy()
+    ok = norms[success].cpu().numpy()
     return {
         "success_count": int(success.sum()),
         "success_rate": float(success.float().mean()),
@@ -67,11 +74,13 @@ def run_attack(attack, fmodel, model, x, y, batch):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--data-dir", default=os.environ.get("ANU_DATA", "data"))
+    p.add_argument("--dataset", choices=["mnist", "cifar10"], default="mnist")
     p.add_argument("--model", default="models/mnist-cnn.safetensors")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--steps", default="50,100")
     p.add_argument("--batch", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="torch device: cpu, or cuda for an NVIDIA GPU")
     p.add_argument("--out", default="docs/results/mnist-3way-n200/foolbox-fmn.json")
     p.add_argument("--no-variant", action="store_true", help="skip the fixed-projection variant")
     args = p.parse_args()
@@ -90,13 +99,15 @@ def main():
             factor = atleast_kd(ep.minimum(1, epsilon / norms), x.ndim)
             return x0 + delta * factor
 
-    model = load_model(args.model)
+    model = load_model(args.model, args.dataset).to(args.device)
     for param in model.parameters():
         param.requires_grad_(False)
-    x, y = load_mnist_test(args.data_dir, args.n)
+    load = load_mnist_test if args.dataset == "mnist" else load_cifar10_test
+    x, y = (t.to(args.device) for t in load(args.data_dir, args.n))
+    watch = MNIST_WATCH if args.dataset == "mnist" else []
     with torch.no_grad():
         clean_wrong = (model(x).argmax(1) != y).nonzero().flatten().tolist()
-    fmodel = fb.PyTorchModel(model, bounds=(0, 1), device="cpu")
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=args.device)
 
     budgets = [int(s) for s in args.steps.split(",")]
     probe = fb.attacks.L2FMNAttack(steps=budgets[0])
@@ -124,13 +135,14 @@ def main():
     }
 
     result = {
-        "what": "Foolbox L2FMNAttack, untargeted, first N MNIST test images, CPU",
+        "what": f"Foolbox L2FMNAttack, untargeted, first N {args.dataset} test images, {args.device}",
+        "dataset": args.dataset,
         "n": args.n,
         "batch": args.batch,
         "threads": args.threads,
         "model": args.model,
         "clean_misclassified_indices": clean_wrong,
-        "watch_indices": WATCH,
+        "watch_indices": watch,
         "settings": settings,
         "versions": {
             "foolbox": fb.__version__,
@@ -150,7 +162,7 @@ def main():
     for s in budgets:
         torch.manual_seed(0)
         r = run_attack(fb.attacks.L2FMNAttack(steps=s), fmodel, model, x, y, args.batch)
-        r["watch_l2"] = {str(i): r["per_image_l2"][i] for i in WATCH if i < args.n}
+        r["watch_l2"] = {str(i): r["per_image_l2"][i] for i in watch if i < args.n}
         result["foolbox"][str(s)] = r
         print(f"foolbox L2FMN steps={s}: success {r['success_count']}/{args.n} "
               f"mean {r['mean_l2_successes']:.4f} median {r['median_l2_successes']:.4f} "
@@ -158,7 +170,7 @@ def main():
         print("  watch:", {k: (None if v is None else round(v, 4)) for k, v in r["watch_l2"].items()})
         if not args.no_variant:
             v = run_attack(L2FMNFixedProjection(steps=s), fmodel, model, x, y, args.batch)
-            v["watch_l2"] = {str(i): v["per_image_l2"][i] for i in WATCH if i < args.n}
+            v["watch_l2"] = {str(i): v["per_image_l2"][i] for i in watch if i < args.n}
             result["variant_fixed_projection"][str(s)] = v
             print(f"fixed-projection variant steps={s}: success {v['success_count']}/{args.n} "
                   f"mean {v['mean_l2_successes']:.4f} median {v['median_l2_successes']:.4f} "
