@@ -303,22 +303,6 @@ impl KernelBackend for Flex {
     }
 }
 
-/// Parent: the input.
-#[derive(Debug)]
-struct Relu6Backward;
-
-impl<B: Backend + KernelBackend> Backward<B, 1> for Relu6Backward {
-    type State = NodeId;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let grad = grads.consume::<B>(&ops.node);
-        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(ops.state);
-        if let [Some(node)] = ops.parents {
-            grads.register::<B>(node.id, B::relu6_backward(x, grad));
-        }
-    }
-}
-
 /// Parents: the input and the filter.
 #[derive(Debug)]
 struct DepthwiseBackward;
@@ -345,18 +329,24 @@ impl<B: Backend + KernelBackend> Backward<B, 2> for DepthwiseBackward {
     }
 }
 
-/// Parent: the pooled input.
+/// Parent: the input of a one-input kernel whose input gradient is computed from that input and
+/// the output gradient (ReLU6, 2x2 max pooling); the state holds the checkpointed input and the
+/// backend operation that computes the gradient.
 #[derive(Debug)]
-struct MaxPool2x2Backward;
+struct FromInputBackward;
 
-impl<B: Backend + KernelBackend> Backward<B, 1> for MaxPool2x2Backward {
-    type State = NodeId;
+/// `(input, output gradient) -> input gradient`.
+type InputGradient<B> = fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>;
+
+impl<B: Backend + KernelBackend> Backward<B, 1> for FromInputBackward {
+    type State = (NodeId, InputGradient<B>);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
-        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(ops.state);
+        let (x_state, input_gradient) = ops.state;
+        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
         if let [Some(node)] = ops.parents {
-            grads.register::<B>(node.id, B::max_pool2x2_backward(x, grad));
+            grads.register::<B>(node.id, input_gradient(x, grad));
         }
     }
 }
@@ -462,9 +452,9 @@ impl<B: Backend + KernelBackend, C: CheckpointStrategy> KernelBackend for Autodi
     }
 
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match MaxPool2x2Backward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match FromInputBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&x);
+                let state = (prep.checkpoint(&x), B::max_pool2x2_backward as InputGradient<B>);
                 prep.finish(state, B::max_pool2x2(x.into_primitive()))
             }
             OpsKind::UnTracked(prep) => prep.finish(B::max_pool2x2(x.into_primitive())),
@@ -501,9 +491,9 @@ impl<B: Backend + KernelBackend, C: CheckpointStrategy> KernelBackend for Autodi
     }
 
     fn relu6(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match Relu6Backward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        match FromInputBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&x);
+                let state = (prep.checkpoint(&x), B::relu6_backward as InputGradient<B>);
                 prep.finish(state, B::relu6(x.into_primitive()))
             }
             OpsKind::UnTracked(prep) => prep.finish(B::relu6(x.into_primitive())),
