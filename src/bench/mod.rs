@@ -79,12 +79,18 @@ pub fn cpu_peak_gflops() -> (f64, String) {
     CpuInfo::read().peak_gflops()
 }
 
-fn time_it(reps: usize, mut f: impl FnMut()) -> f64 {
+/// Seconds per call of `f`, after one warm-up call. The device is synchronised before the
+/// clock starts and before it stops: reading a result back does not prove that a GPU backend
+/// has finished the work (on an H100 through wgpu, timings without this came out faster than
+/// the kernels' own durations allow).
+fn time_it(device: &Device, reps: usize, mut f: impl FnMut()) -> f64 {
     f(); // warm-up
+    let _ = device.sync();
     let t = Instant::now();
     for _ in 0..reps {
         f();
     }
+    let _ = device.sync();
     t.elapsed().as_secs_f64() / reps as f64
 }
 
@@ -142,11 +148,11 @@ pub fn bench(
             });
         };
         // Every timed closure reads its result back, so the device has finished the work.
-        let fwd = time_it(reps, || {
+        let fwd = time_it(device, reps, || {
             let _ = plain.forward(x_plain.clone()).into_data();
         });
         row(Measured::Forward, fwd);
-        let fb = time_it(reps, || {
+        let fb = time_it(device, reps, || {
             let leaf = x.clone().detach().require_grad();
             let loss = cross_entropy(prepared.classifier().forward(leaf.clone()), y.clone());
             let g = leaf.grad(&loss.backward()).expect("tracked");
@@ -156,7 +162,7 @@ pub fn bench(
         if settings.pass_chunk > 0 && settings.pass_chunk < b {
             let label_index = y.clone().inner().reshape([b, 1]);
             let x_inner = x.clone().inner();
-            let chunked = time_it(reps, || {
+            let chunked = time_it(device, reps, || {
                 let (logits, grad, _) = logits_and_input_gradient(
                     &prepared,
                     &x_inner,
@@ -179,8 +185,10 @@ pub fn bench(
         let mut fastest = vec![f64::INFINITY; specs.len()];
         for _ in 0..reps.div_ceil(steps).max(2) {
             for (spec, best) in specs.iter().zip(fastest.iter_mut()) {
+                let _ = device.sync();
                 let t = Instant::now();
                 let _ = run(&prepared, x.clone(), &goal, spec, settings.pass_chunk, &mut NoObserver);
+                let _ = device.sync();
                 *best = best.min(t.elapsed().as_secs_f64());
             }
         }
