@@ -147,7 +147,7 @@ pub fn bench(
                 peak_fraction: settings.peak_gflops.map(|peak| gflops / peak),
             });
         };
-        // Every timed closure reads its result back, so the device has finished the work.
+        // Every timed closure reads its result back, and `time_it` synchronises the device.
         let fwd = time_it(device, reps, || {
             let _ = plain.forward(x_plain.clone()).into_data();
         });
