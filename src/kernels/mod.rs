@@ -351,6 +351,22 @@ impl<B: Backend + KernelBackend> Backward<B, 1> for FromInputBackward {
     }
 }
 
+/// Applies the one-input kernel `forward` on the autodiff backend, recording `input_gradient`
+/// (computed from the checkpointed input) as its backward step.
+fn from_input_op<B: Backend + KernelBackend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    forward: fn(FloatTensor<B>) -> FloatTensor<B>,
+    input_gradient: InputGradient<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    match FromInputBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let state = (prep.checkpoint(&x), input_gradient);
+            prep.finish(state, forward(x.into_primitive()))
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive())),
+    }
+}
+
 /// Parents: the input, the filter and the bias.
 #[derive(Debug)]
 struct DirectConvBackward;
@@ -452,13 +468,7 @@ impl<B: Backend + KernelBackend, C: CheckpointStrategy> KernelBackend for Autodi
     }
 
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match FromInputBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), B::max_pool2x2_backward as InputGradient<B>);
-                prep.finish(state, B::max_pool2x2(x.into_primitive()))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::max_pool2x2(x.into_primitive())),
-        }
+        from_input_op::<B, C>(x, B::max_pool2x2, B::max_pool2x2_backward)
     }
 
     fn depthwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, geometry: Geometry) -> FloatTensor<Self> {
@@ -491,13 +501,7 @@ impl<B: Backend + KernelBackend, C: CheckpointStrategy> KernelBackend for Autodi
     }
 
     fn relu6(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match FromInputBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), B::relu6_backward as InputGradient<B>);
-                prep.finish(state, B::relu6(x.into_primitive()))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::relu6(x.into_primitive())),
-        }
+        from_input_op::<B, C>(x, B::relu6, B::relu6_backward)
     }
 
     fn relu6_backward(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self> {
