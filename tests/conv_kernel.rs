@@ -177,6 +177,12 @@ fn layer_matches_reference_with_gradients() {
         check_layer(2, 12, 3, 8, 11, 3, 0, true, relu);
         check_layer(1, 4, 17, 6, 6, 5, 2, false, relu);
         check_layer(2, 32, 64, 12, 12, 3, 0, true, relu);
+        // 1x1 filters (the matrix-product path): batch 1 splits the product across threads,
+        // larger batches split the images; channel counts off the SIMD width, and more taps
+        // than the direct kernel takes.
+        check_layer(1, 5, 3, 4, 4, 1, 0, false, relu);
+        check_layer(3, 24, 144, 7, 9, 1, 0, true, relu);
+        check_layer(4, 4100, 9, 3, 2, 1, 0, true, relu);
     }
 }
 

@@ -1,5 +1,7 @@
 //! Elementwise activations of EfficientNet, in one pass over memory each.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Elements per parallel task.
@@ -7,30 +9,81 @@ const CHUNK: usize = 1 << 15;
 
 /// `min(max(x, 0), 6)` of every element, as burn's `clamp(0, 6)` computes it (NaN stays NaN).
 pub fn relu6(x: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(out, x)| {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = v.clamp(0.0, 6.0);
-        }
-    });
-    out
+    map_chunks(x.len(), |start, out| relu6_chunk(&x[start..][..out.len()], out))
 }
 
 /// The gradient of [`relu6`] at `x` given the gradient `grad` of its output: `grad` where
 /// `0 <= x <= 6` (or x is NaN), 0 elsewhere, as burn's clamp passes it.
 pub fn relu6_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK).zip(grad.par_chunks(CHUNK)))
-        .for_each(|(out, (x, grad))| {
-            for ((o, &v), &g) in out.iter_mut().zip(x).zip(grad) {
-                // Not `!(0.0..=6.0).contains(&v)`: a NaN passes its gradient, as in burn.
-                #[allow(clippy::manual_range_contains)]
-                let outside = v < 0.0 || v > 6.0;
-                *o = if outside { 0.0 } else { g };
-            }
-        });
+    assert_eq!(x.len(), grad.len(), "ReLU6 gradient size");
+    map_chunks(x.len(), |start, out| {
+        let n = out.len();
+        relu6_backward_chunk(&x[start..][..n], &grad[start..][..n], out)
+    })
+}
+
+/// A new vector of `len` values, each chunk written by `fill(start, chunk)` on the threads
+/// (no zero-filling first: `fill` writes every value of its chunk).
+fn map_chunks(len: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(i, chunk)| fill(i * CHUNK, chunk));
+    // SAFETY: every chunk of the `len` values was written by `fill`.
+    unsafe { out.set_len(len) };
     out
+}
+
+/// Runs `portable` compiled for AVX2 where the CPU has it (the loops are branch-free selects,
+/// which the compiler vectorises), as is otherwise.
+macro_rules! with_avx2 {
+    ($name:ident, $avx2:ident, $portable:ident, ($($arg:ident: $ty:ty),*)) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU has the feature the function is compiled for.
+                    return unsafe { $avx2($($arg),*) };
+                }
+            }
+            $portable($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        fn $avx2($($arg: $ty),*) {
+            $portable($($arg),*)
+        }
+    };
+}
+
+with_avx2!(relu6_chunk, relu6_chunk_avx2, relu6_portable, (x: &[f32], out: &mut [MaybeUninit<f32>]));
+with_avx2!(
+    relu6_backward_chunk,
+    relu6_backward_chunk_avx2,
+    relu6_backward_portable,
+    (x: &[f32], grad: &[f32], out: &mut [MaybeUninit<f32>])
+);
+
+#[inline(always)]
+fn relu6_portable(x: &[f32], out: &mut [MaybeUninit<f32>]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        // NaN fails both comparisons and stays.
+        let low = if v < 0.0 { 0.0 } else { v };
+        o.write(if low > 6.0 { 6.0 } else { low });
+    }
+}
+
+#[inline(always)]
+fn relu6_backward_portable(x: &[f32], grad: &[f32], out: &mut [MaybeUninit<f32>]) {
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(grad) {
+        // Both comparisons, not a short-circuit, so that the loop has no branch; a NaN
+        // fails both and passes its gradient, as in burn (`contains` would drop it).
+        #[allow(clippy::manual_range_contains)]
+        let outside = (v < 0.0) | (v > 6.0);
+        o.write(if outside { 0.0 } else { g });
+    }
 }
 
 #[cfg(test)]
@@ -45,5 +98,14 @@ mod tests {
         assert!(y[5].is_nan());
         let g = relu6_backward(&x, &[1.0; 6]);
         assert_eq!(g, vec![0.0, 1.0, 1.0, 1.0, 0.0, 1.0]);
+        // Several chunks and a partial one, against the definition.
+        let x: Vec<f32> = (0..3 * CHUNK + 7).map(|i| (i % 17) as f32 - 4.5).collect();
+        let grad: Vec<f32> = (0..x.len()).map(|i| i as f32).collect();
+        let y = relu6(&x);
+        let g = relu6_backward(&x, &grad);
+        for i in 0..x.len() {
+            assert_eq!(y[i], x[i].clamp(0.0, 6.0));
+            assert_eq!(g[i], if (0.0..=6.0).contains(&x[i]) { grad[i] } else { 0.0 });
+        }
     }
 }

@@ -6,6 +6,8 @@
 //! - a convolution with stride 1, no dilation, one group, a filter larger than 1x1 of at most
 //!   [`MAX_TAPS`] taps (input channels times filter size) and padding below the filter size runs
 //!   the direct kernel of [`conv`], with the bias and the ReLU applied as the output is written;
+//!   a 1x1 convolution with stride 1 and no padding (any number of channels) runs the matrix
+//!   products of [`pointwise`], through the same backend operation;
 //! - a depthwise convolution (one filter per channel) with stride 1 or 2 and padding below the
 //!   filter size (possibly more after than before) runs the kernel of [`depthwise`];
 //! - a 2x2 max pooling with stride 2 runs the kernel of [`pool`], and ReLU6 the one of
@@ -28,6 +30,7 @@
 pub mod conv;
 pub mod depthwise;
 pub mod elementwise;
+pub mod pointwise;
 pub mod pool;
 
 use burn::backend::autodiff::NodeId;
@@ -171,6 +174,17 @@ fn flex_x_backward(
     let w_shape = dims4(&weight);
     let [_, c_in, kh, kw] = w_shape;
     let [b, c_out, oh, ow] = dims4(&grad);
+    if [kh, kw] == [1, 1] {
+        let shape = pointwise::Shape {
+            batch: b,
+            c_in,
+            c_out,
+            pixels: oh * ow,
+        };
+        let relu_mask = relu_output.as_ref().map(|o| o.storage::<f32>());
+        let dx = pointwise::input_gradient(grad.storage::<f32>(), weight.storage::<f32>(), relu_mask, shape);
+        return flex_tensor(dx, [b, c_in, oh, ow]);
+    }
     let q = [kh - 1 - padding[0], kw - 1 - padding[1]];
     let filter = PackedFilter::input_gradient(weight.storage::<f32>(), w_shape);
     let input = conv::Input {
@@ -199,6 +213,22 @@ impl KernelBackend for Flex {
         let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
         let [b, c_in, h, w] = dims4(&x);
         let w_shape = dims4(&weight);
+        if w_shape[2..] == [1, 1] {
+            let shape = pointwise::Shape {
+                batch: b,
+                c_in,
+                c_out: w_shape[0],
+                pixels: h * w,
+            };
+            let out = pointwise::forward(
+                x.storage::<f32>(),
+                weight.storage::<f32>(),
+                Some(bias.storage::<f32>()),
+                shape,
+                relu,
+            );
+            return flex_tensor(out, [b, w_shape[0], h, w]);
+        }
         let filter = PackedFilter::forward(weight.storage::<f32>(), w_shape);
         let epilogue = Epilogue {
             bias: Some(bias.storage::<f32>()),
@@ -532,12 +562,11 @@ pub const MAX_TAPS: usize = 4096;
 /// `kernel` size with them on its backend (see the module docs).
 fn direct_padding(x: &Tensor<4>, kernel: [usize; 2], options: &ConvOptions<2>) -> Option<[usize; 2]> {
     let padding = options.padding_begin();
-    // 1x1 filters are a plain matrix product, which burn's own kernel does well; past
-    // `MAX_TAPS` taps a block of packed filter no longer stays in a core's L2 cache while the
-    // tiles of an image stream through it, and burn's blocked matrix product wins.
+    // 1x1 filters are a plain matrix product per image ([`pointwise`]). Past `MAX_TAPS` taps
+    // of a larger filter a block of packed filter no longer stays in a core's L2 cache while
+    // the tiles of an image stream through it, and burn's blocked matrix product wins.
     let taps = x.dims()[1] * kernel[0] * kernel[1];
-    let direct = kernel[0] * kernel[1] > 1
-        && taps <= MAX_TAPS
+    let direct = (kernel == [1, 1] || taps <= MAX_TAPS)
         && options.stride == [1, 1]
         && options.dilation == [1, 1]
         && options.groups == 1
