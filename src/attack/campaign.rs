@@ -119,14 +119,37 @@ pub fn attack_all(
     keep_adversarials: bool,
     observer: &mut impl Observer,
 ) -> CampaignResult {
+    let nothing_done = CampaignResult {
+        norms: Vec::new(),
+        success: Vec::new(),
+        adversarials: keep_adversarials.then(Vec::new),
+        seconds: 0.0,
+    };
+    attack_remaining(model, set, spec, execution, device, nothing_done, observer, &mut |_| {})
+}
+
+/// Continues the campaign of [`attack_all`] whose first `done.norms.len()` attacks an earlier
+/// run already made (their results in `done`; adversarial images are kept when
+/// `done.adversarials` is there), and calls `after_batch` with the results so far after every
+/// batch, e.g. to save them. Each batch is attacked as the uninterrupted run would: the
+/// attacks are independent of each other.
+#[allow(clippy::too_many_arguments)]
+pub fn attack_remaining(
+    model: &Classifier,
+    set: &AttackSet,
+    spec: &AttackSpec,
+    execution: &Execution,
+    device: &Device,
+    done: CampaignResult,
+    observer: &mut impl Observer,
+    after_batch: &mut dyn FnMut(&CampaignResult),
+) -> CampaignResult {
     let prepared = AttackedModel::new(model, device);
     let ad_device = device.clone().autodiff();
     let batch_size = execution.batch_size();
-    let mut norms = Vec::with_capacity(set.len());
-    let mut success = Vec::with_capacity(set.len());
-    let mut adversarials = keep_adversarials.then(Vec::new);
-    let mut seconds = 0.0;
-    let mut start = 0;
+    let mut so_far = done;
+    let mut start = so_far.norms.len();
+    assert!(start <= set.len(), "more attacks done than the campaign has");
     while start < set.len() {
         let end = (start + batch_size).min(set.len());
         let (images, labels) = set.data.batch(start, end, &ad_device);
@@ -138,20 +161,16 @@ pub fn attack_all(
         let t0 = Instant::now();
         let result = run(&prepared, images, &goal, spec, execution.pass_chunk(), observer);
         let _ = device.sync();
-        seconds += t0.elapsed().as_secs_f64() - result.observer_seconds;
-        norms.extend(result.norms);
-        success.extend(result.success);
-        if let Some(all) = adversarials.as_mut() {
+        so_far.seconds += t0.elapsed().as_secs_f64() - result.observer_seconds;
+        so_far.norms.extend(result.norms);
+        so_far.success.extend(result.success);
+        if let Some(all) = so_far.adversarials.as_mut() {
             all.extend(result.adversarials.into_data().iter::<f32>());
         }
+        after_batch(&so_far);
         start = end;
     }
-    CampaignResult {
-        norms,
-        success,
-        adversarials,
-        seconds,
-    }
+    so_far
 }
 
 #[cfg(test)]

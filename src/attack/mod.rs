@@ -6,6 +6,7 @@
 //! chunking) and watched by an [`Observer`] (trace, progress, Figure 4's means).
 
 pub mod campaign;
+pub mod campaign_checkpoint;
 pub mod engine;
 pub mod execution;
 pub mod norm_update;
@@ -14,7 +15,8 @@ pub mod paper;
 pub mod spec;
 pub mod stats;
 
-pub use campaign::{AttackSet, CampaignResult, attack_all};
+pub use campaign::{AttackSet, CampaignResult, attack_all, attack_remaining};
+pub use campaign_checkpoint::CampaignCheckpoint;
 pub use engine::{AttackResult, AttackedModel, Goal, run};
 pub use execution::{CPU_PASS_CHUNK, Execution};
 pub use norm_update::NormUpdate;

@@ -1,4 +1,8 @@
 //! `anu attack`: DDN or ANU on the first N test images, summarised as in Tables 1-2.
+//!
+//! The results so far are saved after every batch in a partial file beside the result
+//! (`.NAME.part`); the same command run again after an interruption continues from there, and
+//! the partial file is removed once the result is written.
 
 use std::path::PathBuf;
 
@@ -6,7 +10,7 @@ use anyhow::Result;
 use clap::Args;
 
 use anu::attack::stats::{TraceSummary, mean_median};
-use anu::attack::{AttackSet, EveryStep, TraceRecorder, attack_all};
+use anu::attack::{AttackSet, CampaignCheckpoint, EveryStep, TraceRecorder, attack_remaining};
 use anu::data::Split;
 
 use super::{Common, ExecArgs, SpecArgs, at_least_one, iteration_bar};
@@ -32,10 +36,12 @@ pub struct AttackArgs {
     n: usize,
     #[command(flatten)]
     pub exec: ExecArgs,
-    /// Record the run and add per-iteration medians (best norm, eps, gamma_k) to the JSON.
+    /// Record the run and add per-iteration medians (best norm, eps, gamma_k) to the JSON. A
+    /// traced run is not saved batch by batch and cannot be resumed.
     #[arg(long)]
     trace: bool,
-    /// Write the result JSON here.
+    /// Write the result JSON here. Until it is written, the results so far are kept in
+    /// `.NAME.part` beside it, and the same command continues from them.
     #[arg(long)]
     json: PathBuf,
 }
@@ -54,12 +60,61 @@ pub fn run(args: AttackArgs) -> Result<()> {
     } else {
         AttackSet::untargeted(test.clone())
     };
-    let batches = set.len().div_ceil(execution.batch_size()) as u64;
+    let partial = anu::fsutil::partial_path(&args.json);
+    let run = serde_json::json!({
+        "attack": spec.kind(),
+        "spec": spec,
+        "dataset": dataset,
+        "model": loaded.arch.name(),
+        "model_sha256": loaded.sha256,
+        "steps": args.steps,
+        "targeted": args.targeted,
+        "n_images": test.len(),
+    });
+    let mut checkpoint = if args.trace {
+        CampaignCheckpoint::new(run, &set)
+    } else {
+        CampaignCheckpoint::resume_or_new(&partial, run, &set)?
+    };
+    if checkpoint.done() > 0 {
+        println!(
+            "continuing from {}: {} of {} attacks done in {:.1} s",
+            partial.display(),
+            checkpoint.done(),
+            set.len(),
+            checkpoint.seconds
+        );
+    }
+    let cpu = anu::machine::CpuInfo::read().describe();
+    checkpoint.start_segment(args.common.device.to_string(), cpu);
+    let remaining = set.len() - checkpoint.done();
+    let batches = remaining.div_ceil(execution.batch_size()) as u64;
     let bar = iteration_bar(batches * args.steps as u64, &format!("{} {}", spec.kind(), args.steps));
     let mut progress = EveryStep(|| bar.inc(1));
     let mut recorder = TraceRecorder::default();
     let mut observers = (&mut progress, args.trace.then_some(&mut recorder));
-    let result = attack_all(&loaded.model, &set, &spec, &execution, &device, false, &mut observers);
+    let done = checkpoint.result();
+    let mut save_failed = false;
+    let mut save = |so_far: &anu::attack::CampaignResult| {
+        checkpoint.record(so_far);
+        if args.trace || save_failed {
+            return;
+        }
+        if let Err(e) = checkpoint.save(&partial) {
+            bar.suspend(|| eprintln!("warning: the results so far are not saved: {e}"));
+            save_failed = true;
+        }
+    };
+    let result = attack_remaining(
+        &loaded.model,
+        &set,
+        &spec,
+        &execution,
+        &device,
+        done,
+        &mut observers,
+        &mut save,
+    );
     bar.finish_and_clear();
     let (mean, median) = mean_median(&result.norms);
     let norms: Vec<Option<f32>> = result.norms.iter().map(|n| n.is_finite().then_some(*n)).collect();
@@ -84,10 +139,14 @@ pub fn run(args: AttackArgs) -> Result<()> {
         "device": args.common.device,
         "spec": spec,
         "norms": norms,
+        "segments": checkpoint.segments,
         "trace_summary": trace_summary,
         "manifest": args.common.manifest(&[&loaded]),
     });
     anu::fsutil::write_json(&args.json, &out)?;
+    if !args.trace {
+        anu::fsutil::remove_if_present(&partial)?;
+    }
     let peak_mb = anu::machine::peak_rss_bytes().map_or("?".to_string(), |b| format!("{:.0}", b as f64 / 1e6));
     println!(
         "{} {} steps{}: {} attacks, success {:.4}, mean L2 {mean:.4}, median L2 {median:.4}, {:.1} s, peak memory {peak_mb} MB -> {}",
