@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use anu::kernels::Activation;
 use anu::kernels::conv::{Epilogue, Input, PackedFilter, conv2d as direct_conv2d, conv2d_portable};
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -122,7 +123,7 @@ fn check_layer(
     k: usize,
     padding: usize,
     bias: bool,
-    relu: bool,
+    activation: Activation,
 ) {
     let device = Device::flex().autodiff();
     let plain = Device::flex();
@@ -137,11 +138,12 @@ fn check_layer(
         let wl = Tensor::<4>::from_data(weight.clone().into_data(), &device).require_grad();
         let bl = Tensor::<1>::from_data(bias_t.clone().into_data(), &device).require_grad();
         let bias = bias.then(|| bl.clone());
-        let y = match (fast, relu) {
-            (true, false) => anu::kernels::conv2d(xl.clone(), wl.clone(), bias, options.clone()),
-            (true, true) => anu::kernels::conv2d_relu(xl.clone(), wl.clone(), bias, options.clone()),
-            (false, false) => conv2d(xl.clone(), wl.clone(), bias, options.clone()),
-            (false, true) => burn::tensor::activation::relu(conv2d(xl.clone(), wl.clone(), bias, options.clone())),
+        let (xl2, wl2, options) = (xl.clone(), wl.clone(), options.clone());
+        let y = match (fast, activation) {
+            (true, Activation::Identity) => anu::kernels::conv2d(xl2, wl2, bias, options),
+            (true, Activation::Relu) => anu::kernels::conv2d_relu(xl2, wl2, bias, options),
+            (true, Activation::Relu6) => anu::kernels::conv2d_relu6(xl2, wl2, bias, options),
+            (false, _) => reference_activation(conv2d(xl2, wl2, bias, options), activation),
         };
         let grads = (y.clone() * Tensor::from_data(g.clone().into_data(), &device))
             .sum()
@@ -155,7 +157,7 @@ fn check_layer(
         )
     };
     let (fast, reference) = (run(true), run(false));
-    let label = format!("layer b{b} {c_in}->{c_out} {h}x{w} k{k} p{padding} bias {bias} relu {relu}");
+    let label = format!("layer b{b} {c_in}->{c_out} {h}x{w} k{k} p{padding} bias {bias} {activation:?}");
     assert_close(&fast.0, &reference.0, &format!("output of {label}"));
     assert_close(&fast.1, &reference.1, &format!("input gradient of {label}"));
     assert_close(&fast.2, &reference.2, &format!("filter gradient of {label}"));
@@ -168,21 +170,30 @@ fn check_layer(
     }
 }
 
+/// burn's own activation after burn's convolution.
+fn reference_activation(y: Tensor<4>, activation: Activation) -> Tensor<4> {
+    match activation {
+        Activation::Identity => y,
+        Activation::Relu => burn::tensor::activation::relu(y),
+        Activation::Relu6 => burn::tensor::activation::relu6(y),
+    }
+}
+
 #[test]
 fn layer_matches_reference_with_gradients() {
-    for relu in [false, true] {
-        check_layer(1, 1, 32, 28, 28, 3, 0, true, relu);
-        check_layer(3, 3, 5, 9, 7, 3, 1, false, relu);
-        check_layer(2, 16, 24, 10, 10, 3, 1, true, relu);
-        check_layer(2, 12, 3, 8, 11, 3, 0, true, relu);
-        check_layer(1, 4, 17, 6, 6, 5, 2, false, relu);
-        check_layer(2, 32, 64, 12, 12, 3, 0, true, relu);
+    for activation in [Activation::Identity, Activation::Relu, Activation::Relu6] {
+        check_layer(1, 1, 32, 28, 28, 3, 0, true, activation);
+        check_layer(3, 3, 5, 9, 7, 3, 1, false, activation);
+        check_layer(2, 16, 24, 10, 10, 3, 1, true, activation);
+        check_layer(2, 12, 3, 8, 11, 3, 0, true, activation);
+        check_layer(1, 4, 17, 6, 6, 5, 2, false, activation);
+        check_layer(2, 32, 64, 12, 12, 3, 0, true, activation);
         // 1x1 filters (the matrix-product path): batch 1 splits the product across threads,
         // larger batches split the images; channel counts off the SIMD width, and more taps
         // than the direct kernel takes.
-        check_layer(1, 5, 3, 4, 4, 1, 0, false, relu);
-        check_layer(3, 24, 144, 7, 9, 1, 0, true, relu);
-        check_layer(4, 4100, 9, 3, 2, 1, 0, true, relu);
+        check_layer(1, 5, 3, 4, 4, 1, 0, false, activation);
+        check_layer(3, 24, 144, 7, 9, 1, 0, true, activation);
+        check_layer(4, 4100, 9, 3, 2, 1, 0, true, activation);
     }
 }
 
@@ -209,7 +220,15 @@ fn unsupported_convolutions_fall_back_to_burn() {
 
 /// A depthwise convolution through `anu::kernels::conv2d` (the depthwise kernel on flex) against
 /// burn's grouped `conv2d`: output, input, filter and bias gradients.
-fn check_depthwise(b: usize, c: usize, [h, w]: [usize; 2], k: usize, stride: usize, padding: [(usize, usize); 2]) {
+fn check_depthwise(
+    b: usize,
+    c: usize,
+    [h, w]: [usize; 2],
+    k: usize,
+    stride: usize,
+    padding: [(usize, usize); 2],
+    activation: Activation,
+) {
     let device = Device::flex().autodiff();
     let plain = Device::flex();
     let x = random([b, c, h, w], &plain);
@@ -223,10 +242,12 @@ fn check_depthwise(b: usize, c: usize, [h, w]: [usize; 2], k: usize, stride: usi
         let xl = Tensor::<4>::from_data(x.clone().into_data(), &device).require_grad();
         let wl = Tensor::<4>::from_data(weight.clone().into_data(), &device).require_grad();
         let bl = Tensor::<1>::from_data(bias_t.clone().into_data(), &device).require_grad();
-        let y = if fast {
-            anu::kernels::conv2d(xl.clone(), wl.clone(), Some(bl.clone()), options.clone())
-        } else {
-            conv2d(xl.clone(), wl.clone(), Some(bl.clone()), options.clone())
+        let (xl2, wl2, bl2, options) = (xl.clone(), wl.clone(), Some(bl.clone()), options.clone());
+        let y = match (fast, activation) {
+            (true, Activation::Identity) => anu::kernels::conv2d(xl2, wl2, bl2, options),
+            (true, Activation::Relu) => anu::kernels::conv2d_relu(xl2, wl2, bl2, options),
+            (true, Activation::Relu6) => anu::kernels::conv2d_relu6(xl2, wl2, bl2, options),
+            (false, _) => reference_activation(conv2d(xl2, wl2, bl2, options), activation),
         };
         let grads = (y.clone() * Tensor::from_data(g.clone().into_data(), &device))
             .sum()
@@ -239,7 +260,7 @@ fn check_depthwise(b: usize, c: usize, [h, w]: [usize; 2], k: usize, stride: usi
         )
     };
     let (fast, reference) = (run(true), run(false));
-    let label = format!("depthwise b{b} c{c} {h}x{w} k{k} s{stride} p{padding:?}");
+    let label = format!("depthwise b{b} c{c} {h}x{w} k{k} s{stride} p{padding:?} {activation:?}");
     assert_close(&fast.0, &reference.0, &format!("output of {label}"));
     assert_close(&fast.1, &reference.1, &format!("input gradient of {label}"));
     assert_close(&fast.2, &reference.2, &format!("filter gradient of {label}"));
@@ -250,12 +271,16 @@ fn check_depthwise(b: usize, c: usize, [h, w]: [usize; 2], k: usize, stride: usi
 fn depthwise_layer_matches_reference_with_gradients() {
     // EfficientNet's cases (3x3 and 5x5, stride 1 with symmetric "same" padding, stride 2 with
     // the extra pixel after), odd sizes, batch 1, channel counts that are not a SIMD width.
-    check_depthwise(2, 3, [9, 7], 3, 1, [(1, 1), (1, 1)]);
-    check_depthwise(1, 5, [8, 8], 3, 2, [(0, 1), (0, 1)]);
-    check_depthwise(2, 4, [14, 14], 5, 2, [(1, 2), (1, 2)]);
-    check_depthwise(3, 2, [7, 7], 5, 1, [(2, 2), (2, 2)]);
-    check_depthwise(1, 6, [11, 10], 3, 2, [(1, 1), (0, 1)]);
-    check_depthwise(2, 3, [6, 5], 3, 1, [(0, 0), (0, 0)]);
+    // With ReLU6 fused, outputs fall on both sides of [0, 6] (filters of 9 or 25 taps of
+    // standard normal values on standard normal inputs).
+    for activation in [Activation::Identity, Activation::Relu6] {
+        check_depthwise(2, 3, [9, 7], 3, 1, [(1, 1), (1, 1)], activation);
+        check_depthwise(1, 5, [8, 8], 3, 2, [(0, 1), (0, 1)], activation);
+        check_depthwise(2, 4, [14, 14], 5, 2, [(1, 2), (1, 2)], activation);
+        check_depthwise(3, 2, [7, 7], 5, 1, [(2, 2), (2, 2)], activation);
+        check_depthwise(1, 6, [11, 10], 3, 2, [(1, 1), (0, 1)], activation);
+        check_depthwise(2, 3, [6, 5], 3, 1, [(0, 0), (0, 0)], activation);
+    }
 }
 
 #[test]

@@ -32,14 +32,14 @@ fn a_campaign_resumed_from_its_saved_progress_equals_an_uninterrupted_one() {
         targets: None,
     };
     let mut checkpoint = CampaignCheckpoint::resume_or_new(&path, run.clone(), &set).unwrap();
-    checkpoint.start_segment("flex".into(), "test".into());
+    checkpoint.start_segment("flex".into(), "test".into(), "test".into());
     let first = attack_all(&model, &first_batch, &spec, &execution, &device, false, &mut NoObserver);
     checkpoint.record(&first);
     checkpoint.save(&path).unwrap();
 
     let mut resumed = CampaignCheckpoint::resume_or_new(&path, run, &set).unwrap();
     assert_eq!(resumed.done(), 4);
-    resumed.start_segment("flex".into(), "test".into());
+    resumed.start_segment("flex".into(), "test".into(), "test".into());
     let mut saves = 0;
     let rest = attack_remaining(
         &model,

@@ -27,6 +27,9 @@ pub struct Segment {
     pub device: String,
     /// The CPU of its machine.
     pub cpu: String,
+    /// The commit anu was built from.
+    #[serde(default)]
+    pub commit: String,
 }
 
 /// A campaign's progress, as saved between batches.
@@ -141,13 +144,15 @@ impl CampaignCheckpoint {
         }
     }
 
-    /// Starts this process's segment, on `device` of the machine whose CPU is `cpu`.
-    pub fn start_segment(&mut self, device: String, cpu: String) {
+    /// Starts this process's segment, on `device` of the machine whose CPU is `cpu`, with anu
+    /// built from `commit`.
+    pub fn start_segment(&mut self, device: String, cpu: String, commit: String) {
         self.segments.push(Segment {
             attacks: 0,
             seconds: 0.0,
             device,
             cpu,
+            commit,
         });
     }
 
@@ -198,7 +203,7 @@ mod tests {
         let attacks = set(vec![1, 2, 3, 4]);
         let mut first = CampaignCheckpoint::resume_or_new(&path, run.clone(), &attacks).unwrap();
         assert_eq!(first.done(), 0);
-        first.start_segment("flex".into(), "cpu A".into());
+        first.start_segment("flex".into(), "cpu A".into(), "a".into());
         first.record(&progress(vec![0.5, f32::INFINITY], 2.0));
         first.save(&path).unwrap();
 
@@ -207,7 +212,7 @@ mod tests {
         let so_far = second.result();
         assert_eq!(so_far.norms, vec![0.5, f32::INFINITY]);
         assert_eq!(so_far.success, vec![true, false]);
-        second.start_segment("wgpu".into(), "cpu B".into());
+        second.start_segment("wgpu".into(), "cpu B".into(), "b".into());
         second.record(&progress(vec![0.5, f32::INFINITY, 0.25, 0.0], 5.0));
         second.save(&path).unwrap();
 
@@ -225,7 +230,7 @@ mod tests {
         let run = serde_json::json!({"attack": "ddn", "steps": 100});
         let attacks = set(vec![1, 2, 3]);
         let mut saved = CampaignCheckpoint::new(run.clone(), &attacks);
-        saved.start_segment("flex".into(), "cpu".into());
+        saved.start_segment("flex".into(), "cpu".into(), "a".into());
         saved.record(&progress(vec![0.5], 1.0));
         saved.save(&path).unwrap();
 

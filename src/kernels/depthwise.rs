@@ -12,7 +12,30 @@
 //! gradient is the same walk with the roles swapped: each tap adds `w * grad[i]` into the
 //! phase planes, which are then read back into the input's layout.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use super::elementwise::{self, Activation};
+
+/// What is applied to each output value as a plane is written: `+ bias[channel]` if given,
+/// then the activation.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    /// One value per channel.
+    pub bias: Option<&'a [f32]>,
+    /// Applied after the bias.
+    pub activation: Activation,
+}
+
+impl Default for Epilogue<'_> {
+    fn default() -> Self {
+        Self {
+            bias: None,
+            activation: Activation::Identity,
+        }
+    }
+}
 
 /// Geometry of one depthwise convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,15 +196,20 @@ fn multiply_add_avx2(y: &mut [f32], a: f32, x: &[f32]) {
 }
 
 /// `[B * C, OH, OW]`: the depthwise convolution of `x` (`[B * C, H, W]`, channel `c` of plane
-/// `p` is `p % channels`) by `weight` (`[C, KH, KW]`).
-pub fn forward(x: &[f32], weight: &[f32], channels: usize, g: Geometry) -> Vec<f32> {
+/// `p` is `p % channels`) by `weight` (`[C, KH, KW]`), then `epilogue`.
+pub fn forward(x: &[f32], weight: &[f32], channels: usize, g: Geometry, epilogue: Epilogue) -> Vec<f32> {
     let [h, w] = g.input;
     let taps = g.kernel[0] * g.kernel[1];
     let [oh, ow] = g.output();
     let layout = Layout::new(g);
     let planes = x.len() / (h * w);
-    let mut out = vec![0.0f32; planes * oh * ow];
-    out.par_chunks_mut(oh * ow)
+    if let Some(bias) = epilogue.bias {
+        assert_eq!(bias.len(), channels, "depthwise convolution bias size");
+    }
+    let total = planes * oh * ow;
+    let mut out = Vec::with_capacity(total);
+    out.spare_capacity_mut()[..total]
+        .par_chunks_mut(oh * ow)
         .zip(x.par_chunks(h * w))
         .enumerate()
         .for_each_init(
@@ -194,22 +222,38 @@ pub fn forward(x: &[f32], weight: &[f32], channels: usize, g: Geometry) -> Vec<f
                 for (&tap, &start) in filter.iter().zip(&layout.tap_starts) {
                     multiply_add(full, tap, &scratch[start..][..layout.out_len]);
                 }
+                let bias = epilogue.bias.map_or(0.0, |b| b[p % channels]);
+                elementwise::activate(full, bias, epilogue.activation);
                 for (out_row, full_row) in out.chunks_exact_mut(ow).zip(full.chunks_exact(layout.row)) {
-                    out_row.copy_from_slice(&full_row[..ow]);
+                    for (o, &v) in out_row.iter_mut().zip(full_row) {
+                        o.write(v);
+                    }
                 }
             },
         );
+    // SAFETY: every plane's `OH` rows of `OW` values were written above.
+    unsafe { out.set_len(total) };
     out
 }
 
 /// `[B * C, H, W]`: the gradient with respect to `x` of [`forward`] given the gradient
-/// `grad` (`[B * C, OH, OW]`) of its output.
-pub fn input_gradient(grad: &[f32], weight: &[f32], channels: usize, g: Geometry) -> Vec<f32> {
+/// `grad` (`[B * C, OH, OW]`) of its output and, with an activation, that `output` (after the
+/// activation; the gradient passes where [`Activation::passes`]).
+pub fn input_gradient(
+    grad: &[f32],
+    weight: &[f32],
+    output: Option<(&[f32], Activation)>,
+    channels: usize,
+    g: Geometry,
+) -> Vec<f32> {
     let [h, w] = g.input;
     let taps = g.kernel[0] * g.kernel[1];
     let [oh, ow] = g.output();
     let layout = Layout::new(g);
     let planes = grad.len() / (oh * ow);
+    if let Some((output, _)) = output {
+        assert_eq!(output.len(), grad.len(), "depthwise convolution output size");
+    }
     let mut dx = vec![0.0f32; planes * h * w];
     dx.par_chunks_mut(h * w)
         .zip(grad.par_chunks(oh * ow))
@@ -219,8 +263,17 @@ pub fn input_gradient(grad: &[f32], weight: &[f32], channels: usize, g: Geometry
             || (vec![0.0f32; layout.scratch_len()], vec![0.0f32; layout.out_len]),
             |(scratch, full), (p, (dx, grad))| {
                 let filter = &weight[(p % channels) * taps..][..taps];
-                for (full_row, grad_row) in full.chunks_exact_mut(layout.row).zip(grad.chunks_exact(ow)) {
-                    full_row[..ow].copy_from_slice(grad_row);
+                let rows = full.chunks_exact_mut(layout.row).zip(grad.chunks_exact(ow));
+                match output {
+                    None => rows.for_each(|(full_row, grad_row)| full_row[..ow].copy_from_slice(grad_row)),
+                    Some((output, activation)) => {
+                        let output = output[p * oh * ow..].chunks_exact(ow);
+                        for ((full_row, grad_row), out_row) in rows.zip(output) {
+                            // SAFETY: a `[f32]` is a valid `[MaybeUninit<f32>]`; only `f32`s are written.
+                            let dst = unsafe { &mut *(&mut full_row[..ow] as *mut [f32] as *mut [MaybeUninit<f32>]) };
+                            elementwise::mask_into(grad_row, out_row, activation, dst);
+                        }
+                    }
                 }
                 scratch.fill(0.0);
                 for (&tap, &start) in filter.iter().zip(&layout.tap_starts) {
@@ -292,7 +345,7 @@ mod tests {
             let planes = 2 * channels;
             let x = values(planes * input[0] * input[1], 1);
             let weight = values(channels * kernel[0] * kernel[1], 2);
-            let out = forward(&x, &weight, channels, g);
+            let out = forward(&x, &weight, channels, g, Epilogue::default());
             let expected = reference(&x, &weight, channels, g);
             for (a, b) in out.iter().zip(&expected) {
                 assert!((a - b).abs() < 1e-5, "{g:?}: {a} vs {b}");
@@ -300,7 +353,7 @@ mod tests {
             // <forward(x), r> = <x, input_gradient(r)> for every x and r: the input gradient is
             // the adjoint of the (linear) forward map.
             let r = values(out.len(), 3);
-            let dx = input_gradient(&r, &weight, channels, g);
+            let dx = input_gradient(&r, &weight, None, channels, g);
             assert_eq!(dx.len(), x.len());
             let lhs: f64 = out.iter().zip(&r).map(|(a, b)| (a * b) as f64).sum();
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| (a * b) as f64).sum();

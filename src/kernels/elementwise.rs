@@ -1,4 +1,6 @@
-//! Elementwise activations of EfficientNet, in one pass over memory each.
+//! Elementwise activations: ReLU6 in one pass over memory each way, and the [`Activation`]
+//! that a convolution kernel applies as it writes its output (its gradient then taken from
+//! that output).
 
 use std::mem::MaybeUninit;
 
@@ -60,18 +62,125 @@ macro_rules! with_avx2 {
 
 with_avx2!(relu6_chunk, relu6_chunk_avx2, relu6_portable, (x: &[f32], out: &mut [MaybeUninit<f32>]));
 with_avx2!(
+    activate_chunk,
+    activate_chunk_avx2,
+    activate_portable,
+    (values: &mut [f32], bias: f32, activation: Activation)
+);
+with_avx2!(
+    mask_chunk,
+    mask_chunk_avx2,
+    mask_portable,
+    (grad: &[f32], output: &[f32], activation: Activation, out: &mut [MaybeUninit<f32>])
+);
+with_avx2!(
     relu6_backward_chunk,
     relu6_backward_chunk_avx2,
     relu6_backward_portable,
     (x: &[f32], grad: &[f32], out: &mut [MaybeUninit<f32>])
 );
 
+/// An activation applied to a convolution's output as it is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Activation {
+    /// None.
+    Identity,
+    /// `max(v, 0)`, NaN kept.
+    Relu,
+    /// `min(max(v, 0), 6)`, NaN kept.
+    Relu6,
+}
+
+impl Activation {
+    /// The activation of `v`.
+    #[inline(always)]
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            Activation::Identity => v,
+            Activation::Relu => super::conv::relu(v),
+            Activation::Relu6 => relu6_value(v),
+        }
+    }
+
+    /// Whether the gradient passes where the activated output is `y`: ReLU where `y > 0`,
+    /// ReLU6 where `0 < y < 6`, and wherever `y` is NaN. burn's ReLU passes it where its output
+    /// is positive, and its ReLU6 (a clamp) where its input `x` is in the closed interval
+    /// [0, 6]: the two differ only where `x` is exactly 0 or 6.
+    #[inline(always)]
+    pub fn passes(self, y: f32) -> bool {
+        match self {
+            Activation::Identity => true,
+            Activation::Relu => y.is_nan() || y > 0.0,
+            // One comparison each, no short-circuit, so that loops over it have no branch.
+            #[allow(clippy::nonminimal_bool)]
+            Activation::Relu6 => !((y <= 0.0) | (y >= 6.0)),
+        }
+    }
+}
+
+/// `activation(v + bias)` for every `v`, in place (a row or plane just computed, still in cache).
+pub fn activate(values: &mut [f32], bias: f32, activation: Activation) {
+    if bias != 0.0 || activation != Activation::Identity {
+        activate_chunk(values, bias, activation);
+    }
+}
+
+/// `grad` where the gradient passes the activation whose outputs are `output`, 0 elsewhere,
+/// written into `out`.
+pub fn mask_into(grad: &[f32], output: &[f32], activation: Activation, out: &mut [MaybeUninit<f32>]) {
+    assert!(
+        grad.len() == output.len() && out.len() == grad.len(),
+        "activation gradient size"
+    );
+    mask_chunk(grad, output, activation, out);
+}
+
+/// `grad` where the gradient passes the activation whose outputs are `output`, 0 elsewhere.
+pub fn mask_gradient(grad: &[f32], output: &[f32], activation: Activation) -> Vec<f32> {
+    assert_eq!(grad.len(), output.len(), "activation gradient size");
+    map_chunks(grad.len(), |start, out| {
+        let n = out.len();
+        mask_chunk(&grad[start..][..n], &output[start..][..n], activation, out)
+    })
+}
+
+#[inline(always)]
+fn relu6_value(v: f32) -> f32 {
+    // NaN fails both comparisons and stays.
+    let low = if v < 0.0 { 0.0 } else { v };
+    if low > 6.0 { 6.0 } else { low }
+}
+
+#[inline(always)]
+fn activate_portable(values: &mut [f32], bias: f32, activation: Activation) {
+    // One loop per activation, each without a branch.
+    match activation {
+        Activation::Identity => values.iter_mut().for_each(|v| *v += bias),
+        Activation::Relu => values.iter_mut().for_each(|v| *v = super::conv::relu(*v + bias)),
+        Activation::Relu6 => values.iter_mut().for_each(|v| *v = relu6_value(*v + bias)),
+    }
+}
+
+#[inline(always)]
+fn mask_portable(grad: &[f32], output: &[f32], activation: Activation, out: &mut [MaybeUninit<f32>]) {
+    #[inline(always)]
+    fn run(grad: &[f32], output: &[f32], out: &mut [MaybeUninit<f32>], passes: impl Fn(f32) -> bool) {
+        for ((o, &g), &y) in out.iter_mut().zip(grad).zip(output) {
+            o.write(if passes(y) { g } else { 0.0 });
+        }
+    }
+    // One loop per activation, each without a branch.
+    match activation {
+        Activation::Identity => run(grad, output, out, |y| Activation::Identity.passes(y)),
+        Activation::Relu => run(grad, output, out, |y| Activation::Relu.passes(y)),
+        Activation::Relu6 => run(grad, output, out, |y| Activation::Relu6.passes(y)),
+    }
+}
+
 #[inline(always)]
 fn relu6_portable(x: &[f32], out: &mut [MaybeUninit<f32>]) {
     for (o, &v) in out.iter_mut().zip(x) {
-        // NaN fails both comparisons and stays.
-        let low = if v < 0.0 { 0.0 } else { v };
-        o.write(if low > 6.0 { 6.0 } else { low });
+        o.write(relu6_value(v));
     }
 }
 

@@ -1,27 +1,31 @@
 //! Fast CPU kernels for the layers of the built-in models, chosen by the backend.
 //!
-//! The models call [`conv2d_layer`] / [`conv2d_relu_layer`] (or [`conv2d`] / [`conv2d_relu`])
-//! for every convolution, [`max_pool2d_layer`] for every max pooling and [`relu6`] for
-//! EfficientNet's activation. On the `flex` CPU backend, with `float32` tensors:
+//! The models call [`conv2d_layer`] / [`conv2d_relu_layer`] (or [`conv2d`] / [`conv2d_relu`] /
+//! [`conv2d_relu6`]) for every convolution, [`max_pool2d_layer`] for every max pooling and
+//! [`relu6`] for a ReLU6 on its own. On the `flex` CPU backend, with `float32` tensors:
 //! - a convolution with stride 1, no dilation, one group, a filter larger than 1x1 of at most
 //!   [`MAX_TAPS`] taps (input channels times filter size) and padding below the filter size runs
-//!   the direct kernel of [`conv`], with the bias and the ReLU applied as the output is written;
-//!   a 1x1 convolution with stride 1 and no padding (any number of channels) runs the matrix
-//!   products of [`pointwise`], through the same backend operation;
+//!   the direct kernel of [`conv`]; a 1x1 convolution with stride 1 and no padding (any number
+//!   of channels) runs the matrix products of [`pointwise`], through the same backend
+//!   operation;
 //! - a depthwise convolution (one filter per channel) with stride 1 or 2 and padding below the
 //!   filter size (possibly more after than before) runs the kernel of [`depthwise`];
+//! - both apply the bias and the [`Activation`] (ReLU, ReLU6) as they write the output, and take
+//!   the activation's gradient from that output as they read the output gradient;
 //! - a 2x2 max pooling with stride 2 runs the kernel of [`pool`], and ReLU6 the one of
 //!   [`elementwise`].
 //!
 //! All go through the backend extension [`KernelBackend`], forward and gradient alike. Every
 //! other layer, and every layer on another backend (wgpu, CUDA...), is burn's own operation.
 //! Both compute the same function: which one ran changes a result by float rounding only
-//! (pooling and ReLU6 not at all).
+//! (pooling and ReLU6 not at all), except that a ReLU6 inside a convolution passes no gradient
+//! where its input is exactly 0 or 6 (burn's passes it there; see [`Activation::passes`]).
 //!
 //! Under autodiff, the convolution's backward pass computes the input gradient with the direct
 //! kernel (a convolution of the padded output gradient by the flipped, transposed filter; the
 //! ReLU's gradient is applied while padding) and the filter and bias gradients with burn's own
-//! backward operations, so training is unaffected; the depthwise convolution likewise. Pooling
+//! backward operations, so training is unaffected; the depthwise convolution likewise (one
+//! autodiff step, [`ConvBackward`], serves both). Pooling
 //! recomputes each window's argmax from its input instead of storing indices.
 //!
 //! The first direct convolution also sets glibc's allocator to keep freed memory
@@ -40,7 +44,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::backend::get_or_init_device_settings;
-use burn::backend::ops::{ActivationOps, BoolTensorOps, FloatTensorOps, ModuleOps};
+use burn::backend::ops::{BoolTensorOps, FloatTensorOps, ModuleOps};
 use burn::backend::{Autodiff, Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -51,6 +55,7 @@ use burn::tensor::{DType, IntDType, TensorData};
 
 use conv::{Epilogue, PackedFilter};
 use depthwise::Geometry;
+pub use elementwise::Activation;
 
 /// Layers a backend may run with its own kernels.
 #[backend_extension(Flex, Autodiff)]
@@ -58,17 +63,17 @@ pub trait KernelBackend: Backend {
     /// `[B, C_out, H + 2 p_h - KH + 1, W + 2 p_w - KW + 1]`: the convolution of `x`
     /// (`[B, C_in, H, W]`) by `weight` (`[C_out, C_in, KH, KW]`) with stride 1 and zero padding
     /// `padding = [p_h, p_w]` (each below the kernel size), plus `bias` (`[C_out]`) on every
-    /// output channel, then ReLU if `relu`.
+    /// output channel, then `activation`.
     fn direct_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: [usize; 2],
-        relu: bool,
+        activation: Activation,
     ) -> FloatTensor<Self>;
 
-    /// The gradient with respect to `x` of [`KernelBackend::direct_conv2d`] without ReLU given
-    /// the gradient `output_grad` of its output: `[B, C_in, OH - 2 p_h + KH - 1, OW - 2 p_w + KW
+    /// The gradient with respect to `x` of [`KernelBackend::direct_conv2d`] without activation
+    /// given the gradient `output_grad` of its output: `[B, C_in, OH - 2 p_h + KH - 1, OW - 2 p_w + KW
     /// - 1]`.
     fn direct_conv2d_x_backward(
         weight: FloatTensor<Self>,
@@ -76,12 +81,14 @@ pub trait KernelBackend: Backend {
         padding: [usize; 2],
     ) -> FloatTensor<Self>;
 
-    /// The same with ReLU, given also the `output` of the convolution (after ReLU).
-    fn direct_conv2d_relu_x_backward(
+    /// The same with `activation`, given also the `output` of the convolution (after the
+    /// activation; see [`Activation::passes`]).
+    fn direct_conv2d_activated_x_backward(
         weight: FloatTensor<Self>,
         output: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         padding: [usize; 2],
+        activation: Activation,
     ) -> FloatTensor<Self>;
 
     /// `[B, C, H / 2, W / 2]`: the maxima of the 2x2 windows of `x` (`[B, C, H, W]`) taken
@@ -92,18 +99,26 @@ pub trait KernelBackend: Backend {
     /// `output_grad` of its output.
     fn max_pool2x2_backward(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self>;
 
-    /// `[B, C, OH, OW]`: the depthwise convolution (one filter per channel, no bias) of `x`
+    /// `[B, C, OH, OW]`: the depthwise convolution (one filter per channel) of `x`
     /// (`[B, C, H, W]`) by `weight` (`[C, 1, KH, KW]`) with the stride and zero padding of
-    /// `geometry` (see [`Geometry::supported`]).
-    fn depthwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, geometry: Geometry) -> FloatTensor<Self>;
+    /// `geometry` (see [`Geometry::supported`]), plus `bias` (`[C]`), then `activation`.
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: Geometry,
+        activation: Activation,
+    ) -> FloatTensor<Self>;
 
     /// The gradient with respect to `x` of [`KernelBackend::depthwise_conv2d`] given the
-    /// gradient `output_grad` of its output: `[B, C, H, W]`.
+    /// gradient `output_grad` of its output and that `output`: `[B, C, H, W]`.
     fn depthwise_conv2d_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         geometry: Geometry,
+        activation: Activation,
     ) -> FloatTensor<Self>;
 
     /// `min(max(x, 0), 6)` elementwise (NaN stays NaN).
@@ -162,15 +177,18 @@ fn all_f32(tensors: &[&FlexTensor]) -> bool {
 }
 
 /// Input gradient of the convolution by `weight`: the direct kernel on the output gradient,
-/// padded (and masked by the ReLU `output` if given).
+/// padded (and masked by the gradient of the activation whose outputs are `output`, if given),
+/// or the matrix products of [`pointwise`] for a 1x1 filter.
 fn flex_x_backward(
     weight: FlexTensor,
-    relu_output: Option<FlexTensor>,
+    output: Option<(FlexTensor, Activation)>,
     output_grad: FlexTensor,
     padding: [usize; 2],
 ) -> FlexTensor {
-    let (weight, grad) = (weight.to_contiguous(), output_grad.to_contiguous());
-    let relu_output = relu_output.map(|o| o.to_contiguous());
+    let (weight, mut grad) = (weight.to_contiguous(), output_grad.to_contiguous());
+    let output = output
+        .filter(|(_, activation)| *activation != Activation::Identity)
+        .map(|(o, activation)| (o.to_contiguous(), activation));
     let w_shape = dims4(&weight);
     let [_, c_in, kh, kw] = w_shape;
     let [b, c_out, oh, ow] = dims4(&grad);
@@ -181,9 +199,19 @@ fn flex_x_backward(
             c_out,
             pixels: oh * ow,
         };
-        let relu_mask = relu_output.as_ref().map(|o| o.storage::<f32>());
-        let dx = pointwise::input_gradient(grad.storage::<f32>(), weight.storage::<f32>(), relu_mask, shape);
+        let mask = output.as_ref().map(|(o, activation)| (o.storage::<f32>(), *activation));
+        let dx = pointwise::input_gradient(grad.storage::<f32>(), weight.storage::<f32>(), mask, shape);
         return flex_tensor(dx, [b, c_in, oh, ow]);
+    }
+    // The direct kernel masks ReLU's gradient as it pads; another activation's is masked first.
+    let mut relu_output = None;
+    match output {
+        Some((o, Activation::Relu)) => relu_output = Some(o),
+        Some((o, activation)) => {
+            let masked = elementwise::mask_gradient(grad.storage::<f32>(), o.storage::<f32>(), activation);
+            grad = flex_tensor(masked, [b, c_out, oh, ow]);
+        }
+        None => {}
     }
     let q = [kh - 1 - padding[0], kw - 1 - padding[1]];
     let filter = PackedFilter::input_gradient(weight.storage::<f32>(), w_shape);
@@ -197,18 +225,46 @@ fn flex_x_backward(
     flex_tensor(out, [b, c_in, oh + 2 * q[0] + 1 - kh, ow + 2 * q[1] + 1 - kw])
 }
 
+/// `activation(x)` by burn's operations on `B`.
+fn activate<B: Backend>(x: FloatTensor<B>, activation: Activation) -> FloatTensor<B> {
+    match activation {
+        Activation::Identity => x,
+        Activation::Relu => B::relu(x),
+        Activation::Relu6 => B::float_clamp(x, 0.0.into(), 6.0.into()),
+    }
+}
+
+/// `grad` masked by the gradient of `activation` whose outputs are `output` (see
+/// [`Activation::passes`]), by burn's operations on `B`.
+fn activation_backward<B: Backend>(
+    output: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    activation: Activation,
+) -> FloatTensor<B> {
+    match activation {
+        Activation::Identity => grad,
+        Activation::Relu => B::relu_backward(output, grad),
+        Activation::Relu6 => {
+            let bool_dtype = get_or_init_device_settings::<B>(&output.device()).bool_dtype;
+            let low = B::float_lower_equal_elem(output.clone(), 0.0.into(), bool_dtype);
+            let high = B::float_greater_equal_elem(output, 6.0.into(), bool_dtype);
+            B::float_mask_fill(grad, B::bool_or(low, high), 0.0.into())
+        }
+    }
+}
+
 impl KernelBackend for Flex {
     fn direct_conv2d(
         x: FlexTensor,
         weight: FlexTensor,
         bias: FlexTensor,
         padding: [usize; 2],
-        relu: bool,
+        activation: Activation,
     ) -> FlexTensor {
         retain_freed_memory();
         if !all_f32(&[&x, &weight, &bias]) {
             let out = Flex::conv2d(x, weight, Some(bias), stride1_options(padding));
-            return if relu { Flex::relu(out) } else { out };
+            return activate::<Flex>(out, activation);
         }
         let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
         let [b, c_in, h, w] = dims4(&x);
@@ -225,14 +281,15 @@ impl KernelBackend for Flex {
                 weight.storage::<f32>(),
                 Some(bias.storage::<f32>()),
                 shape,
-                relu,
+                activation,
             );
             return flex_tensor(out, [b, w_shape[0], h, w]);
         }
         let filter = PackedFilter::forward(weight.storage::<f32>(), w_shape);
+        // The kernel applies ReLU as it writes; another activation takes a pass after.
         let epilogue = Epilogue {
             bias: Some(bias.storage::<f32>()),
-            relu,
+            relu: activation == Activation::Relu,
         };
         let input = conv::Input {
             values: x.storage::<f32>(),
@@ -240,7 +297,10 @@ impl KernelBackend for Flex {
             padding,
             relu_mask: None,
         };
-        let out = conv::conv2d(input, &filter, epilogue);
+        let mut out = conv::conv2d(input, &filter, epilogue);
+        if activation == Activation::Relu6 {
+            elementwise::activate(&mut out, 0.0, activation);
+        }
         let [kh, kw] = filter.kernel();
         let (hp, wp) = (h + 2 * padding[0], w + 2 * padding[1]);
         flex_tensor(out, [b, w_shape[0], hp + 1 - kh, wp + 1 - kw])
@@ -253,17 +313,18 @@ impl KernelBackend for Flex {
         flex_x_backward(weight, None, output_grad, padding)
     }
 
-    fn direct_conv2d_relu_x_backward(
+    fn direct_conv2d_activated_x_backward(
         weight: FlexTensor,
         output: FlexTensor,
         output_grad: FlexTensor,
         padding: [usize; 2],
+        activation: Activation,
     ) -> FlexTensor {
         if !all_f32(&[&weight, &output, &output_grad]) {
-            let grad = Flex::relu_backward(output, output_grad);
+            let grad = activation_backward::<Flex>(output, output_grad, activation);
             return Flex::conv_transpose2d(grad, weight, None, transposed_options(padding));
         }
-        flex_x_backward(weight, Some(output), output_grad, padding)
+        flex_x_backward(weight, Some((output, activation)), output_grad, padding)
     }
 
     fn max_pool2x2(x: FlexTensor) -> FlexTensor {
@@ -287,13 +348,24 @@ impl KernelBackend for Flex {
         flex_tensor(out, [b, c, h, w])
     }
 
-    fn depthwise_conv2d(x: FlexTensor, weight: FlexTensor, geometry: Geometry) -> FlexTensor {
+    fn depthwise_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        geometry: Geometry,
+        activation: Activation,
+    ) -> FlexTensor {
         let [b, c, ..] = dims4(&x);
-        if !all_f32(&[&x, &weight]) {
-            return Flex::conv2d(x, weight, None, depthwise_options(geometry, c));
+        if !all_f32(&[&x, &weight, &bias]) {
+            let out = Flex::conv2d(x, weight, Some(bias), depthwise_options(geometry, c));
+            return activate::<Flex>(out, activation);
         }
-        let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-        let out = depthwise::forward(x.storage::<f32>(), weight.storage::<f32>(), c, geometry);
+        let (x, weight, bias) = (x.to_contiguous(), weight.to_contiguous(), bias.to_contiguous());
+        let epilogue = depthwise::Epilogue {
+            bias: Some(bias.storage::<f32>()),
+            activation,
+        };
+        let out = depthwise::forward(x.storage::<f32>(), weight.storage::<f32>(), c, geometry, epilogue);
         let [oh, ow] = geometry.output();
         flex_tensor(out, [b, c, oh, ow])
     }
@@ -301,15 +373,23 @@ impl KernelBackend for Flex {
     fn depthwise_conv2d_x_backward(
         x: FlexTensor,
         weight: FlexTensor,
+        output: FlexTensor,
         output_grad: FlexTensor,
         geometry: Geometry,
+        activation: Activation,
     ) -> FlexTensor {
         let [b, c, h, w] = dims4(&x);
-        if !all_f32(&[&x, &weight, &output_grad]) {
-            return Flex::conv2d_x_backward(x, weight, output_grad, depthwise_options(geometry, c));
+        if !all_f32(&[&x, &weight, &output, &output_grad]) {
+            let grad = activation_backward::<Flex>(output, output_grad, activation);
+            return Flex::conv2d_x_backward(x, weight, grad, depthwise_options(geometry, c));
         }
-        let (weight, grad) = (weight.to_contiguous(), output_grad.to_contiguous());
-        let dx = depthwise::input_gradient(grad.storage::<f32>(), weight.storage::<f32>(), c, geometry);
+        let (weight, output, grad) = (
+            weight.to_contiguous(),
+            output.to_contiguous(),
+            output_grad.to_contiguous(),
+        );
+        let mask = (activation != Activation::Identity).then(|| (output.storage::<f32>(), activation));
+        let dx = depthwise::input_gradient(grad.storage::<f32>(), weight.storage::<f32>(), mask, c, geometry);
         flex_tensor(dx, [b, c, h, w])
     }
 
@@ -330,32 +410,6 @@ impl KernelBackend for Flex {
         let (x, grad) = (x.to_contiguous(), output_grad.to_contiguous());
         let out = elementwise::relu6_backward(x.storage::<f32>(), grad.storage::<f32>());
         FlexTensor::from_data(TensorData::new(out, x.shape()))
-    }
-}
-
-/// Parents: the input and the filter.
-#[derive(Debug)]
-struct DepthwiseBackward;
-
-impl<B: Backend + KernelBackend> Backward<B, 2> for DepthwiseBackward {
-    type State = (NodeId, NodeId, Geometry);
-
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-        let grad = grads.consume::<B>(&ops.node);
-        let (x_state, weight_state, geometry) = ops.state;
-        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
-        let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
-        let [node_x, node_weight] = ops.parents;
-        if let Some(node) = node_x {
-            let dx = B::depthwise_conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), geometry);
-            grads.register::<B>(node.id, dx);
-        }
-        // The filter gradient (training only) by burn's own operation.
-        if let Some(node) = node_weight {
-            let channels = x.shape()[1];
-            let dw = B::conv2d_weight_backward(x, weight, grad, depthwise_options(geometry, channels));
-            grads.register::<B>(node.id, dw);
-        }
     }
 }
 
@@ -397,28 +451,56 @@ fn from_input_op<B: Backend + KernelBackend, C: CheckpointStrategy>(
     }
 }
 
+/// Which convolution a [`ConvBackward`] step differentiates.
+#[derive(Clone, Copy, Debug)]
+enum ConvKind {
+    /// [`KernelBackend::direct_conv2d`] with this padding.
+    Direct([usize; 2]),
+    /// [`KernelBackend::depthwise_conv2d`] with this geometry.
+    Depthwise(Geometry),
+}
+
+impl ConvKind {
+    /// burn's options for the same convolution of `channels` input channels.
+    fn options(self, channels: usize) -> ConvOptions<2> {
+        match self {
+            ConvKind::Direct(padding) => stride1_options(padding),
+            ConvKind::Depthwise(geometry) => depthwise_options(geometry, channels),
+        }
+    }
+}
+
 /// Parents: the input, the filter and the bias.
 #[derive(Debug)]
-struct DirectConvBackward;
+struct ConvBackward;
 
 /// What the convolution's backward pass needs: the checkpointed input, filter and bias, the
-/// output if ReLU was applied, and the padding.
-type ConvState<B> = (NodeId, NodeId, NodeId, Option<FloatTensor<B>>, [usize; 2]);
+/// output if an activation other than the identity was applied, the convolution and the
+/// activation.
+type ConvState<B> = (NodeId, NodeId, NodeId, Option<FloatTensor<B>>, ConvKind, Activation);
 
-impl<B: Backend + KernelBackend> Backward<B, 3> for DirectConvBackward {
+impl<B: Backend + KernelBackend> Backward<B, 3> for ConvBackward {
     type State = ConvState<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
-        let (x_state, weight_state, bias_state, relu_output, padding) = ops.state;
+        let (x_state, weight_state, bias_state, output, kind, activation) = ops.state;
         let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
         let weight = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(weight_state);
         let bias = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(bias_state);
         let [node_x, node_weight, node_bias] = ops.parents;
         if let Some(node) = node_x {
-            let dx = match &relu_output {
-                Some(output) => B::direct_conv2d_relu_x_backward(weight.clone(), output.clone(), grad.clone(), padding),
-                None => B::direct_conv2d_x_backward(weight.clone(), grad.clone(), padding),
+            let (w, g) = (weight.clone(), grad.clone());
+            let dx = match (kind, &output) {
+                (ConvKind::Direct(padding), Some(output)) => {
+                    B::direct_conv2d_activated_x_backward(w, output.clone(), g, padding, activation)
+                }
+                (ConvKind::Direct(padding), None) => B::direct_conv2d_x_backward(w, g, padding),
+                (ConvKind::Depthwise(geometry), _) => {
+                    // Without an activation the output is not looked at: the gradient stands in.
+                    let output = output.clone().unwrap_or_else(|| grad.clone());
+                    B::depthwise_conv2d_x_backward(x.clone(), w, output, g, geometry, activation)
+                }
             };
             grads.register::<B>(node.id, dx);
         }
@@ -426,17 +508,46 @@ impl<B: Backend + KernelBackend> Backward<B, 3> for DirectConvBackward {
             return;
         }
         // The filter and bias gradients (training only) by burn's own operations.
-        let grad = match relu_output {
-            Some(output) => B::relu_backward(output, grad),
+        let grad = match output {
+            Some(output) => activation_backward::<B>(output, grad, activation),
             None => grad,
         };
         if let Some(node) = node_weight {
-            let dw = B::conv2d_weight_backward(x.clone(), weight, grad.clone(), stride1_options(padding));
+            let options = kind.options(x.shape()[1]);
+            let dw = B::conv2d_weight_backward(x.clone(), weight, grad.clone(), options);
             grads.register::<B>(node.id, dw);
         }
         if let Some(node) = node_bias {
             grads.register::<B>(node.id, B::conv2d_bias_backward(x, bias, grad));
         }
+    }
+}
+
+/// The convolution `kind` with `activation` on the autodiff backend: `forward` on the inner
+/// backend's tensors, recorded with a [`ConvBackward`] step.
+fn conv_op<B: Backend + KernelBackend, C: CheckpointStrategy>(
+    [x, weight, bias]: [FloatTensor<Autodiff<B, C>>; 3],
+    kind: ConvKind,
+    activation: Activation,
+    forward: impl FnOnce(FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    match ConvBackward
+        .prepare::<C>([x.node(), weight.node(), bias.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let (x_state, weight_state, bias_state) =
+                (prep.checkpoint(&x), prep.checkpoint(&weight), prep.checkpoint(&bias));
+            let out = forward(x.into_primitive(), weight.into_primitive(), bias.into_primitive());
+            let output = (activation != Activation::Identity).then(|| out.clone());
+            prep.finish((x_state, weight_state, bias_state, output, kind, activation), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(
+            x.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        )),
     }
 }
 
@@ -446,37 +557,14 @@ impl<B: Backend + KernelBackend, C: CheckpointStrategy> KernelBackend for Autodi
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         padding: [usize; 2],
-        relu: bool,
+        activation: Activation,
     ) -> FloatTensor<Self> {
-        match DirectConvBackward
-            .prepare::<C>([x.node(), weight.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let (x_state, weight_state, bias_state) =
-                    (prep.checkpoint(&x), prep.checkpoint(&weight), prep.checkpoint(&bias));
-                let out = B::direct_conv2d(
-                    x.into_primitive(),
-                    weight.into_primitive(),
-                    bias.into_primitive(),
-                    padding,
-                    relu,
-                );
-                let relu_output = relu.then(|| out.clone());
-                prep.finish((x_state, weight_state, bias_state, relu_output, padding), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::direct_conv2d(
-                x.into_primitive(),
-                weight.into_primitive(),
-                bias.into_primitive(),
-                padding,
-                relu,
-            )),
-        }
+        conv_op::<B, C>([x, weight, bias], ConvKind::Direct(padding), activation, |x, w, b| {
+            B::direct_conv2d(x, w, b, padding, activation)
+        })
     }
 
-    // The two backward operations are differentiable through burn's own operations (a second
+    // The backward operations are differentiable through burn's own operations (a second
     // derivative is never asked for by the attacks or the trainer).
 
     fn direct_conv2d_x_backward(
@@ -487,13 +575,14 @@ impl<B: Backend + KernelBackend, C: CheckpointStrategy> KernelBackend for Autodi
         Self::conv_transpose2d(output_grad, weight, None, transposed_options(padding))
     }
 
-    fn direct_conv2d_relu_x_backward(
+    fn direct_conv2d_activated_x_backward(
         weight: FloatTensor<Self>,
         output: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         padding: [usize; 2],
+        activation: Activation,
     ) -> FloatTensor<Self> {
-        let grad = Self::relu_backward(output, output_grad);
+        let grad = activation_backward::<Self>(output, output_grad, activation);
         Self::conv_transpose2d(grad, weight, None, transposed_options(padding))
     }
 
@@ -501,33 +590,32 @@ impl<B: Backend + KernelBackend, C: CheckpointStrategy> KernelBackend for Autodi
         from_input_op::<B, C>(x, B::max_pool2x2, B::max_pool2x2_backward)
     }
 
-    fn depthwise_conv2d(x: FloatTensor<Self>, weight: FloatTensor<Self>, geometry: Geometry) -> FloatTensor<Self> {
-        match DepthwiseBackward
-            .prepare::<C>([x.node(), weight.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&weight), geometry);
-                let out = B::depthwise_conv2d(x.into_primitive(), weight.into_primitive(), geometry);
-                prep.finish(state, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::depthwise_conv2d(
-                x.into_primitive(),
-                weight.into_primitive(),
-                geometry,
-            )),
-        }
+    fn depthwise_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geometry: Geometry,
+        activation: Activation,
+    ) -> FloatTensor<Self> {
+        conv_op::<B, C>(
+            [x, weight, bias],
+            ConvKind::Depthwise(geometry),
+            activation,
+            |x, w, b| B::depthwise_conv2d(x, w, b, geometry, activation),
+        )
     }
 
     fn depthwise_conv2d_x_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
+        output: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
         geometry: Geometry,
+        activation: Activation,
     ) -> FloatTensor<Self> {
         let channels = x.shape()[1];
-        Self::conv2d_x_backward(x, weight, output_grad, depthwise_options(geometry, channels))
+        let grad = activation_backward::<Self>(output, output_grad, activation);
+        Self::conv2d_x_backward(x, weight, grad, depthwise_options(geometry, channels))
     }
 
     fn relu6(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -578,27 +666,6 @@ fn direct_padding(x: &Tensor<4>, kernel: [usize; 2], options: &ConvOptions<2>) -
     direct.then_some(padding)
 }
 
-/// `relu(conv2d(..))` (if `relu`) or `conv2d(..)` through the direct kernel.
-fn direct_conv2d(
-    x: Tensor<4>,
-    weight: Tensor<4>,
-    bias: Option<Tensor<1>>,
-    padding: [usize; 2],
-    relu: bool,
-) -> Tensor<4> {
-    let [c_out, ..] = weight.dims();
-    // A zero bias adds nothing (and no gradient flows to it: it is not tracked).
-    let bias = bias.unwrap_or_else(|| Tensor::zeros([c_out], &x.device()));
-    let out = <burn::backend::Dispatch as KernelBackend>::direct_conv2d(
-        x.into_dispatch(),
-        weight.into_dispatch(),
-        bias.into_dispatch(),
-        padding,
-        relu,
-    );
-    Tensor::from_dispatch(out)
-}
-
 /// The geometry of the convolution of `x` by `weight` with `options` if it is a depthwise
 /// convolution (as many groups as channels, one filter per channel) that the depthwise kernel
 /// computes on the backend of `x`.
@@ -626,36 +693,55 @@ fn depthwise_geometry(x: &Tensor<4>, weight: &Tensor<4>, options: &ConvOptions<2
 /// The convolution `burn::tensor::module::conv2d(x, weight, bias, options)`, through the direct
 /// or the depthwise kernel where the backend has one for it (see the module docs).
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
-    if let Some(geometry) = depthwise_geometry(&x, &weight, &options) {
-        let out = Tensor::from_dispatch(<burn::backend::Dispatch as KernelBackend>::depthwise_conv2d(
-            x.into_dispatch(),
-            weight.into_dispatch(),
-            geometry,
-        ));
-        return match bias {
-            Some(bias) => {
-                let channels = bias.dims()[0];
-                out.add(bias.reshape([1, channels, 1, 1]))
-            }
-            None => out,
-        };
-    }
-    let [_, _, kh, kw] = weight.dims();
-    match direct_padding(&x, [kh, kw], &options) {
-        Some(padding) => direct_conv2d(x, weight, bias, padding, false),
-        None => burn::tensor::module::conv2d(x, weight, bias, options),
-    }
+    conv2d_activated(x, weight, bias, options, Activation::Identity)
 }
 
 /// `relu(conv2d(x, weight, bias, options))`, in one pass through the direct kernel where the
 /// backend has one for it: the ReLU is applied as the output is written, and its gradient as
 /// the output gradient is padded for the input gradient.
 pub fn conv2d_relu(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
-    let [_, _, kh, kw] = weight.dims();
-    match direct_padding(&x, [kh, kw], &options) {
-        Some(padding) => direct_conv2d(x, weight, bias, padding, true),
-        None => burn::tensor::activation::relu(burn::tensor::module::conv2d(x, weight, bias, options)),
-    }
+    conv2d_activated(x, weight, bias, options, Activation::Relu)
+}
+
+/// `relu6(conv2d(x, weight, bias, options))`, with ReLU6 applied as a kernel writes the
+/// output (and its gradient, taken from that output, as the kernel reads the output gradient)
+/// where the backend has a kernel for the convolution.
+pub fn conv2d_relu6(x: Tensor<4>, weight: Tensor<4>, bias: Option<Tensor<1>>, options: ConvOptions<2>) -> Tensor<4> {
+    conv2d_activated(x, weight, bias, options, Activation::Relu6)
+}
+
+/// `activation(conv2d(x, weight, bias, options))`: one backend operation with the activation
+/// inside where the backend has a kernel for the convolution, burn's operations otherwise.
+fn conv2d_activated(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Option<Tensor<1>>,
+    options: ConvOptions<2>,
+    activation: Activation,
+) -> Tensor<4> {
+    let [c_out, _, kh, kw] = weight.dims();
+    let kind = match depthwise_geometry(&x, &weight, &options) {
+        Some(geometry) => Some(ConvKind::Depthwise(geometry)),
+        None => direct_padding(&x, [kh, kw], &options).map(ConvKind::Direct),
+    };
+    let Some(kind) = kind else {
+        let out = burn::tensor::module::conv2d(x, weight, bias, options);
+        return match activation {
+            Activation::Identity => out,
+            Activation::Relu => burn::tensor::activation::relu(out),
+            Activation::Relu6 => relu6(out),
+        };
+    };
+    // A zero bias adds nothing (and no gradient flows to it: it is not tracked).
+    let bias = bias.unwrap_or_else(|| Tensor::zeros([c_out], &x.device()));
+    let (x, weight, bias) = (x.into_dispatch(), weight.into_dispatch(), bias.into_dispatch());
+    type Kernels = burn::backend::Dispatch;
+    Tensor::from_dispatch(match kind {
+        ConvKind::Direct(padding) => <Kernels as KernelBackend>::direct_conv2d(x, weight, bias, padding, activation),
+        ConvKind::Depthwise(geometry) => {
+            <Kernels as KernelBackend>::depthwise_conv2d(x, weight, bias, geometry, activation)
+        }
+    })
 }
 
 /// The convolution options of `layer` on an input of `[height, width]`, as its `forward` computes

@@ -7,16 +7,20 @@
 //! pass also runs one product per image but zero-fills its output first; its input gradient
 //! (a transposed convolution) multiplies into a zero-filled column buffer and then adds that
 //! buffer into a zero-filled output value by value. Here the product writes the output once
-//! (on top of the bias, when there is one), which removes those passes over memory.
+//! and reads the input once, which removes those passes over memory.
 //!
-//! Images are spread over the threads when there are at least as many as threads; otherwise
-//! each product is itself split across them. The products are `gemm`'s (the crate `flex`
+//! The bias and the activation are applied to each image's output just after its product, and
+//! the activation's gradient to each image's output gradient just before, while the image is
+//! in cache. Images are spread over the threads when there are at least as many as threads;
+//! otherwise each product is itself split across them. The products are `gemm`'s (the crate `flex`
 //! uses), so the sums are the same as `burn`'s forward pass up to the order of addition.
 
 use std::mem::MaybeUninit;
 
 use gemm::Parallelism;
 use rayon::prelude::*;
+
+use super::elementwise::{self, Activation};
 
 /// Sizes of one 1x1 convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,23 +36,21 @@ pub struct Shape {
 }
 
 /// One product `dst (m x n) = lhs (m x k) rhs (k x n)`, both `rhs` and `dst` row-major with
-/// rows of `n` values, `lhs` read with the given row and column strides; `dst` is added to when
-/// `accumulate`, overwritten otherwise.
+/// rows of `n` values, `lhs` read with the given row and column strides.
 struct Product<'a> {
     m: usize,
     k: usize,
     n: usize,
     lhs: &'a [f32],
     lhs_strides: [isize; 2],
-    accumulate: bool,
 }
 
 impl Product<'_> {
     /// Runs the product for one image.
     ///
     /// # Safety
-    /// `rhs` holds `k * n` values and `dst` `m * n` writable values; unless `accumulate`,
-    /// `dst` may be uninitialised: every value is written.
+    /// `rhs` holds `k * n` values and `dst` `m * n` writable values, which may be
+    /// uninitialised: every one is written.
     unsafe fn run(&self, dst: *mut f32, rhs: *const f32, parallelism: Parallelism) {
         let [lhs_rs, lhs_cs] = self.lhs_strides;
         // SAFETY: the sizes and strides describe `lhs` (checked by the callers' shapes), `rhs`
@@ -61,14 +63,14 @@ impl Product<'_> {
                 dst,
                 1,
                 self.n as isize,
-                self.accumulate,
+                false,
                 self.lhs.as_ptr(),
                 lhs_cs,
                 lhs_rs,
                 rhs,
                 1,
                 self.n as isize,
-                1.0,
+                0.0,
                 1.0,
                 false,
                 false,
@@ -79,35 +81,60 @@ impl Product<'_> {
     }
 }
 
-/// `out[b] = product(rhs[b])` for every image `b`, into `out` (`batch * m * n` values, filled
-/// with the bias first when the product accumulates).
-fn per_image(product: &Product, rhs: &[f32], batch: usize, out: &mut [MaybeUninit<f32>]) {
+/// `out[b] = finish(product(rhs[b]))` for every image `b`, into `out` (`batch * m * n` values).
+/// With `mask`, the product reads `rhs[b]` masked by the gradient of the activation whose
+/// outputs are `mask.0` (a copy per image, made just before and still in cache); `finish`
+/// works on each image's output just after its product, also still in cache.
+fn per_image(
+    product: &Product,
+    rhs: &[f32],
+    batch: usize,
+    mask: Option<(&[f32], Activation)>,
+    finish: &(dyn Fn(&mut [f32]) + Sync),
+    out: &mut [MaybeUninit<f32>],
+) {
     let (in_len, out_len) = (product.k * product.n, product.m * product.n);
     assert!(rhs.len() >= batch * in_len && out.len() >= batch * out_len);
+    if let Some((outputs, _)) = mask {
+        assert_eq!(outputs.len(), batch * in_len, "1x1 convolution output size");
+    }
     if out_len == 0 {
         return;
     }
     let threads = rayon::current_num_threads();
-    let run = |image: usize, dst: &mut [MaybeUninit<f32>], parallelism: Parallelism| {
-        // SAFETY: `dst` is this image's `m * n` output values and `rhs` holds its `k * n`
-        // input values (asserted above).
-        unsafe { product.run(dst.as_mut_ptr().cast(), rhs[image * in_len..].as_ptr(), parallelism) }
+    let run = |image: usize, dst: &mut [MaybeUninit<f32>], scratch: &mut Vec<f32>, parallelism: Parallelism| {
+        let mut src = &rhs[image * in_len..][..in_len];
+        if let Some((outputs, activation)) = mask {
+            scratch.resize(in_len, 0.0);
+            // SAFETY: a `[f32]` is a valid `[MaybeUninit<f32>]`, and only `f32`s are written.
+            let uninit = unsafe { &mut *(scratch.as_mut_slice() as *mut [f32] as *mut [MaybeUninit<f32>]) };
+            elementwise::mask_into(src, &outputs[image * in_len..][..in_len], activation, uninit);
+            src = scratch;
+        }
+        // SAFETY: `dst` is this image's `m * n` output values and `src` its `k * n` input
+        // values (asserted above).
+        unsafe { product.run(dst.as_mut_ptr().cast(), src.as_ptr(), parallelism) };
+        // SAFETY: the product wrote all of `dst`.
+        finish(unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) });
     };
     if batch >= threads {
         out.par_chunks_mut(out_len)
             .take(batch)
             .enumerate()
-            .for_each(|(image, dst)| run(image, dst, Parallelism::None));
+            .for_each_init(Vec::new, |scratch, (image, dst)| {
+                run(image, dst, scratch, Parallelism::None)
+            });
     } else {
+        let mut scratch = Vec::new();
         for (image, dst) in out.chunks_mut(out_len).take(batch).enumerate() {
-            run(image, dst, Parallelism::Rayon(threads));
+            run(image, dst, &mut scratch, Parallelism::Rayon(threads));
         }
     }
 }
 
 /// `[B, C_out, H*W]`: the 1x1 convolution of `x` (`[B, C_in, H*W]`) by `weight`
-/// (`[C_out, C_in]`), plus `bias` (`[C_out]`) on every output channel, then ReLU if `relu`.
-pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, shape: Shape, relu: bool) -> Vec<f32> {
+/// (`[C_out, C_in]`), plus `bias` (`[C_out]`) on every output channel, then `activation`.
+pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, shape: Shape, activation: Activation) -> Vec<f32> {
     let Shape {
         batch,
         c_in,
@@ -116,40 +143,52 @@ pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, shape: Shape, re
     } = shape;
     assert_eq!(x.len(), batch * c_in * pixels, "1x1 convolution input size");
     assert_eq!(weight.len(), c_out * c_in, "1x1 convolution filter size");
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), c_out, "1x1 convolution bias size");
+    }
+    let bias_of = |channel: usize| bias.map_or(0.0, |b| b[channel]);
+    let finish = |image: &mut [f32]| {
+        for (channel, row) in image.chunks_mut(pixels.max(1)).enumerate() {
+            elementwise::activate(row, bias_of(channel), activation);
+        }
+    };
+    if c_in == 0 {
+        // No input channel: the product is empty (and would write nothing).
+        let mut out = vec![0.0; batch * c_out * pixels];
+        out.chunks_mut((c_out * pixels).max(1)).for_each(finish);
+        return out;
+    }
     let total = batch * c_out * pixels;
     let mut out = Vec::<f32>::with_capacity(total);
-    let spare = &mut out.spare_capacity_mut()[..total];
-    // With no input channel the product is empty and writes nothing: start from zero.
-    let accumulate = bias.is_some() || c_in == 0;
-    if accumulate {
-        let zeros = vec![0.0; c_out];
-        let bias = bias.unwrap_or(&zeros);
-        assert_eq!(bias.len(), c_out, "1x1 convolution bias size");
-        for (row, value) in spare.chunks_mut(pixels.max(1)).zip(bias.iter().cycle()) {
-            row.fill(MaybeUninit::new(*value));
-        }
-    }
     let product = Product {
         m: c_out,
         k: c_in,
         n: pixels,
         lhs: weight,
         lhs_strides: [c_in as isize, 1],
-        accumulate,
     };
-    per_image(&product, x, batch, spare);
-    // SAFETY: `per_image` wrote (or added to the bias in) all `total` values.
+    per_image(
+        &product,
+        x,
+        batch,
+        None,
+        &finish,
+        &mut out.spare_capacity_mut()[..total],
+    );
+    // SAFETY: `per_image` wrote all `total` values.
     unsafe { out.set_len(total) };
-    if relu {
-        out.iter_mut().for_each(|v| *v = v.max(0.0));
-    }
     out
 }
 
-/// `[B, C_in, H*W]`: the gradient with respect to `x` of [`forward`] without ReLU, given the
-/// gradient `output_grad` (`[B, C_out, H*W]`) of its output; with `relu_output` (the forward
-/// pass's output after ReLU), the gradient of the ReLU is applied first.
-pub fn input_gradient(output_grad: &[f32], weight: &[f32], relu_output: Option<&[f32]>, shape: Shape) -> Vec<f32> {
+/// `[B, C_in, H*W]`: the gradient with respect to `x` of [`forward`], given the gradient
+/// `output_grad` (`[B, C_out, H*W]`) of its output and, for an activation other than the
+/// identity, its `output` (after the activation).
+pub fn input_gradient(
+    output_grad: &[f32],
+    weight: &[f32],
+    output: Option<(&[f32], Activation)>,
+    shape: Shape,
+) -> Vec<f32> {
     let Shape {
         batch,
         c_in,
@@ -162,19 +201,6 @@ pub fn input_gradient(output_grad: &[f32], weight: &[f32], relu_output: Option<&
         "1x1 convolution output gradient size"
     );
     assert_eq!(weight.len(), c_out * c_in, "1x1 convolution filter size");
-    let masked;
-    let grad = match relu_output {
-        Some(output) => {
-            assert_eq!(output.len(), output_grad.len(), "1x1 convolution output size");
-            masked = output_grad
-                .iter()
-                .zip(output)
-                .map(|(g, o)| if *o > 0.0 { *g } else { 0.0 })
-                .collect::<Vec<_>>();
-            &masked
-        }
-        None => output_grad,
-    };
     let total = batch * c_in * pixels;
     if c_out == 0 {
         return vec![0.0; total];
@@ -187,9 +213,16 @@ pub fn input_gradient(output_grad: &[f32], weight: &[f32], relu_output: Option<&
         lhs: weight,
         // W^T: its rows are W's columns.
         lhs_strides: [1, c_in as isize],
-        accumulate: false,
     };
-    per_image(&product, grad, batch, &mut dx.spare_capacity_mut()[..total]);
+    let mask = output.filter(|(_, activation)| *activation != Activation::Identity);
+    per_image(
+        &product,
+        output_grad,
+        batch,
+        mask,
+        &|_| {},
+        &mut dx.spare_capacity_mut()[..total],
+    );
     // SAFETY: `per_image` wrote all `total` values.
     unsafe { dx.set_len(total) };
     dx
@@ -225,6 +258,12 @@ mod tests {
     fn forward_and_gradient_match_the_definition() {
         for s in [
             Shape {
+                batch: 4,
+                c_in: 6,
+                c_out: 7,
+                pixels: 30,
+            },
+            Shape {
                 batch: 1,
                 c_in: 3,
                 c_out: 5,
@@ -246,12 +285,12 @@ mod tests {
             let x = values(s.batch * s.c_in * s.pixels, 1);
             let w = values(s.c_out * s.c_in, 2);
             let bias = values(s.c_out, 3);
-            let out = forward(&x, &w, Some(&bias), s, false);
+            let out = forward(&x, &w, Some(&bias), s, Activation::Identity);
             let expected = naive_forward(&x, &w, &bias, s);
             for (a, e) in out.iter().zip(&expected) {
                 assert!((a - e).abs() < 1e-5, "{a} vs {e} for {s:?}");
             }
-            let no_bias = forward(&x, &w, None, s, true);
+            let no_bias = forward(&x, &w, None, s, Activation::Relu);
             let expected = naive_forward(&x, &w, &vec![0.0; s.c_out], s);
             for (a, e) in no_bias.iter().zip(&expected) {
                 assert!((a - e.max(0.0)).abs() < 1e-5, "{a} vs {e} for {s:?}");
@@ -259,10 +298,26 @@ mod tests {
             // <W x, g> = <x, W^T g> for every x and g: the gradient is the transpose.
             let g = values(s.batch * s.c_out * s.pixels, 4);
             let dx = input_gradient(&g, &w, None, s);
-            let wx = forward(&x, &w, None, s, false);
+            let wx = forward(&x, &w, None, s, Activation::Identity);
             let lhs: f64 = wx.iter().zip(&g).map(|(a, b)| (a * b) as f64).sum();
             let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| (a * b) as f64).sum();
             assert!((lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()), "{lhs} vs {rhs}");
+            // With ReLU6 after the bias: outputs clamped, and the gradient masked where the
+            // output is not strictly inside (0, 6).
+            let y = forward(&x, &w, Some(&bias), s, Activation::Relu6);
+            let expected = naive_forward(&x, &w, &bias, s);
+            for (a, e) in y.iter().zip(&expected) {
+                assert!((a - e.clamp(0.0, 6.0)).abs() < 1e-5);
+            }
+            let scaled: Vec<f32> = g.iter().map(|v| v * 8.0).collect();
+            let masked_dx = input_gradient(&scaled, &w, Some((&y, Activation::Relu6)), s);
+            let masked: Vec<f32> = scaled
+                .iter()
+                .zip(&y)
+                .map(|(g, y)| if *y > 0.0 && *y < 6.0 { *g } else { 0.0 })
+                .collect();
+            let want = input_gradient(&masked, &w, None, s);
+            assert_eq!(masked_dx, want);
         }
     }
 }

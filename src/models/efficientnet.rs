@@ -15,7 +15,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, Linea
 use burn::prelude::*;
 use burn::tensor::ops::ConvOptions;
 
-use crate::kernels::{self, relu6};
+use crate::kernels::{self, Activation, relu6};
 
 /// Mean of the input scaling, in [0,1] units (127 of 255), the same for R, G and B.
 pub const LITE_MEAN: f32 = 127.0 / 255.0;
@@ -59,13 +59,14 @@ pub fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize)
     (total / 2, total - total / 2)
 }
 
-/// `bn(conv(x))`, `conv` applied with TensorFlow's "same" padding passed to the convolution
-/// itself (no padded copy of the input), through [`crate::kernels::conv2d`] (a depthwise kernel
-/// on the CPU). When the batch norm normalises with its running statistics (evaluation, or a
-/// frozen layer: every attack), it is an affine map per channel, folded into the convolution:
-/// filter `w * s` and bias `beta - mean * s` with `s = gamma / sqrt(var + eps)`, so that no pass
-/// over the activations is spent on it. In training both run as written.
-fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+/// `activation(bn(conv(x)))`, `conv` applied with TensorFlow's "same" padding passed to the
+/// convolution itself (no padded copy of the input), through [`crate::kernels`] (a depthwise or
+/// 1x1 kernel on the CPU, with the bias and the activation applied as the output is written).
+/// When the batch norm normalises with its running statistics (evaluation, or a frozen layer:
+/// every attack), it is an affine map per channel, folded into the convolution: filter `w * s`
+/// and bias `beta - mean * s` with `s = gamma / sqrt(var + eps)`, so that no pass over the
+/// activations is spent on it. In training the three run one after the other.
+fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>, activation: Activation) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
     let (k, s) = (conv.kernel_size[0], conv.stride[0]);
     let options = ConvOptions::new_with_padding(
@@ -76,7 +77,12 @@ fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     );
     let bias = conv.bias.as_ref().map(|b| b.val());
     if x.device().is_autodiff() && bn.training.is_enabled() {
-        return bn.forward(kernels::conv2d(x, conv.weight.val(), bias, options));
+        let y = bn.forward(kernels::conv2d(x, conv.weight.val(), bias, options));
+        return match activation {
+            Activation::Identity => y,
+            Activation::Relu => burn::tensor::activation::relu(y),
+            Activation::Relu6 => relu6(y),
+        };
     }
     let device = conv.weight.device();
     let mean = bn.running_mean.value().to_device(&device);
@@ -89,7 +95,11 @@ fn conv_bn(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
         Some(bias) => bias.mul(scale).add(shift),
         None => shift,
     };
-    kernels::conv2d(x, weight, Some(bias), options)
+    match activation {
+        Activation::Identity => kernels::conv2d(x, weight, Some(bias), options),
+        Activation::Relu => kernels::conv2d_relu(x, weight, Some(bias), options),
+        Activation::Relu6 => kernels::conv2d_relu6(x, weight, Some(bias), options),
+    }
 }
 
 fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
@@ -126,10 +136,10 @@ impl MbConv {
     fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let (Some(conv), Some(bn)) = (&self.expand_conv, &self.bn0) {
-            x = relu6(conv_bn(conv, bn, x));
+            x = conv_bn(conv, bn, x, Activation::Relu6);
         }
-        x = relu6(conv_bn(&self.depthwise_conv, &self.bn1, x));
-        x = conv_bn(&self.project_conv, &self.bn2, x);
+        x = conv_bn(&self.depthwise_conv, &self.bn1, x, Activation::Relu6);
+        x = conv_bn(&self.project_conv, &self.bn2, x, Activation::Identity);
         if self.residual { x.add(input) } else { x }
     }
 }
@@ -172,11 +182,11 @@ impl EfficientNetLite {
     /// Logits `[B, classes]` of RGB images `[B, 3, H, W]` in [0,1].
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let x = images.sub_scalar(LITE_MEAN).div_scalar(LITE_STD);
-        let mut x = relu6(conv_bn(&self.conv_stem, &self.bn0, x));
+        let mut x = conv_bn(&self.conv_stem, &self.bn0, x, Activation::Relu6);
         for block in &self.blocks {
             x = block.forward(x);
         }
-        let x = relu6(conv_bn(&self.conv_head, &self.bn1, x));
+        let x = conv_bn(&self.conv_head, &self.bn1, x, Activation::Relu6);
         let [b, c, _, _] = x.dims();
         let pooled = x.mean_dims(&[2, 3]).reshape([b, c]);
         self.fc.forward(self.dropout.forward(pooled))
