@@ -8,9 +8,11 @@
 //! `(ky, kx)` reads, for the output laid out with the same row length, one contiguous run of
 //! its phase plane: the whole plane's convolution is one long multiply-add per tap
 //! (`out[i] += w[ky, kx] * phase[offset + i]`), vectorised with AVX2 and FMA where the CPU has
-//! them. The few output columns past the true width are computed and dropped. The input
-//! gradient is the same walk with the roles swapped: each tap adds `w * grad[i]` into the
-//! phase planes, which are then read back into the input's layout.
+//! them; blocks of 64 outputs stay in registers over all taps and are stored once. The few
+//! output columns past the true width are computed and dropped. The input gradient is the
+//! same walk with the roles swapped: each tap adds `w * grad[i]` into its phase plane, which
+//! each plane gathers the same way from the output gradient (with zeros around it), before the
+//! planes are read back into the input's layout.
 
 use std::mem::MaybeUninit;
 
@@ -93,6 +95,11 @@ struct Layout {
     out_len: usize,
     /// Start of each tap's run, `[KH * KW]`.
     tap_starts: Vec<usize>,
+    /// For the input gradient, per phase plane: its taps in order, and where in the output
+    /// gradient preceded by `lead` zeros each tap's run for that plane starts.
+    phase_taps: Vec<(Vec<usize>, Vec<usize>)>,
+    /// Zeros before the output gradient, so that every tap's run starts inside the buffer.
+    lead: usize,
 }
 
 impl Layout {
@@ -109,6 +116,17 @@ impl Layout {
                 let (ky, kx) = (t / kw, t % kw);
                 ((ky % s) * s + kx % s) * phase_len + (ky / s) * row + kx / s
             })
+            .collect::<Vec<usize>>();
+        // A tap's run within its phase plane starts `offset` values in; the output gradient
+        // value `i` adds into position `offset + i`, i.e. position `j` takes value `j - offset`.
+        let offsets: Vec<usize> = tap_starts.iter().map(|&start| start % phase_len).collect();
+        let lead = offsets.iter().copied().max().unwrap_or(0);
+        let phase_taps = (0..s * s)
+            .map(|phase| {
+                let taps: Vec<usize> = (0..kh * kw).filter(|&t| tap_starts[t] / phase_len == phase).collect();
+                let starts = taps.iter().map(|&t| lead - offsets[t]).collect();
+                (taps, starts)
+            })
             .collect();
         Self {
             geometry,
@@ -116,6 +134,8 @@ impl Layout {
             phase_len,
             out_len: oh * row,
             tap_starts,
+            phase_taps,
+            lead,
         }
     }
 
@@ -173,25 +193,58 @@ impl Layout {
     }
 }
 
-/// `y[i] += a * x[i]` for every `i` of `y`.
-fn multiply_add(y: &mut [f32], a: f32, x: &[f32]) {
+/// `out[i] = sum over taps t of filter[t] * x[starts[t] + i]` for every `i` of `out`, the taps
+/// added in order (as many multiply-adds after one another on each `out[i]` as a loop of
+/// [`multiply_add`] over the taps would do, so the sums are the same), with each block of
+/// outputs kept in registers over all taps and stored once.
+fn sum_taps(out: &mut [f32], filter: &[f32], starts: &[usize], x: &[f32]) {
+    assert_eq!(filter.len(), starts.len());
+    assert!(
+        starts.iter().all(|&s| s + out.len() <= x.len()),
+        "tap runs past the plane"
+    );
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { multiply_add_avx2(y, a, x) };
+            return unsafe { sum_taps_avx2(out, filter, starts, x) };
         }
     }
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
+    sum_taps_with(out, filter, starts, x, |w, v, a| a + w * v);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn multiply_add_avx2(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = a.mul_add(x, *y);
+fn sum_taps_avx2(out: &mut [f32], filter: &[f32], starts: &[usize], x: &[f32]) {
+    sum_taps_with(out, filter, starts, x, |w, v, a| w.mul_add(v, a));
+}
+
+/// Outputs per block of [`sum_taps`]: eight AVX registers of accumulators, enough independent
+/// multiply-adds to keep both FMA units busy.
+const TAP_BLOCK: usize = 64;
+
+/// [`sum_taps`] with `madd(w, v, a)` as the multiply-add `a + w * v`.
+#[inline(always)]
+fn sum_taps_with(out: &mut [f32], filter: &[f32], starts: &[usize], x: &[f32], madd: impl Fn(f32, f32, f32) -> f32) {
+    let mut blocks = out.chunks_exact_mut(TAP_BLOCK);
+    let mut at = 0;
+    for block in &mut blocks {
+        let mut acc = [0.0f32; TAP_BLOCK];
+        for (&w, &start) in filter.iter().zip(starts) {
+            let src: &[f32; TAP_BLOCK] = x[start + at..][..TAP_BLOCK].try_into().unwrap();
+            for (a, &v) in acc.iter_mut().zip(src) {
+                *a = madd(w, v, *a);
+            }
+        }
+        block.copy_from_slice(&acc);
+        at += TAP_BLOCK;
+    }
+    let rest = blocks.into_remainder();
+    rest.fill(0.0);
+    for (&w, &start) in filter.iter().zip(starts) {
+        for (a, &v) in rest.iter_mut().zip(&x[start + at..]) {
+            *a = madd(w, v, *a);
+        }
     }
 }
 
@@ -218,10 +271,7 @@ pub fn forward(x: &[f32], weight: &[f32], channels: usize, g: Geometry, epilogue
                 let filter = &weight[(p % channels) * taps..][..taps];
                 scratch.fill(0.0);
                 layout.store(scratch, x);
-                full.fill(0.0);
-                for (&tap, &start) in filter.iter().zip(&layout.tap_starts) {
-                    multiply_add(full, tap, &scratch[start..][..layout.out_len]);
-                }
+                sum_taps(full, filter, &layout.tap_starts, scratch);
                 let bias = epilogue.bias.map_or(0.0, |b| b[p % channels]);
                 elementwise::activate(full, bias, epilogue.activation);
                 for (out_row, full_row) in out.chunks_exact_mut(ow).zip(full.chunks_exact(layout.row)) {
@@ -259,11 +309,17 @@ pub fn input_gradient(
         .zip(grad.par_chunks(oh * ow))
         .enumerate()
         .for_each_init(
-            // The columns of `full` past the output's width stay 0: they add nothing.
-            || (vec![0.0f32; layout.scratch_len()], vec![0.0f32; layout.out_len]),
-            |(scratch, full), (p, (dx, grad))| {
+            // `full` holds the output gradient in rows of the layout's length, after `lead`
+            // zeros and before a phase plane's worth of zeros; the columns past the output's
+            // width stay 0 too: they add nothing.
+            || {
+                let full_len = layout.lead + layout.out_len + layout.phase_len;
+                (vec![0.0f32; layout.scratch_len()], vec![0.0f32; full_len], Vec::new())
+            },
+            |(scratch, full, weights), (p, (dx, grad))| {
                 let filter = &weight[(p % channels) * taps..][..taps];
-                let rows = full.chunks_exact_mut(layout.row).zip(grad.chunks_exact(ow));
+                let body = &mut full[layout.lead..][..layout.out_len];
+                let rows = body.chunks_exact_mut(layout.row).zip(grad.chunks_exact(ow));
                 match output {
                     None => rows.for_each(|(full_row, grad_row)| full_row[..ow].copy_from_slice(grad_row)),
                     Some((output, activation)) => {
@@ -275,9 +331,13 @@ pub fn input_gradient(
                         }
                     }
                 }
-                scratch.fill(0.0);
-                for (&tap, &start) in filter.iter().zip(&layout.tap_starts) {
-                    multiply_add(&mut scratch[start..][..layout.out_len], tap, full);
+                // Each phase plane gathers its taps' contributions (in tap order, as adding
+                // each tap's run into the planes in turn would).
+                let planes = scratch.chunks_exact_mut(layout.phase_len);
+                for (plane, (plane_taps, starts)) in planes.zip(&layout.phase_taps) {
+                    weights.clear();
+                    weights.extend(plane_taps.iter().map(|&t| filter[t]));
+                    sum_taps(plane, weights, starts, full);
                 }
                 layout.load(dx, scratch);
             },
