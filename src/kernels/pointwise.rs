@@ -81,7 +81,8 @@ impl Product<'_> {
     }
 }
 
-/// `out[b] = finish(product(rhs[b]))` for every image `b`, into `out` (`batch * m * n` values).
+/// `out[b] = finish(product(rhs[b]))` for every image `b`: a new vector of `batch * m * n`
+/// values, each written once.
 /// With `mask`, the product reads `rhs[b]` masked by the gradient of the activation whose
 /// outputs are `mask.0` (a copy per image, made just before and still in cache); `finish`
 /// works on each image's output just after its product, also still in cache.
@@ -91,16 +92,18 @@ fn per_image(
     batch: usize,
     mask: Option<(&[f32], Activation)>,
     finish: &(dyn Fn(&mut [f32]) + Sync),
-    out: &mut [MaybeUninit<f32>],
-) {
+) -> Vec<f32> {
     let (in_len, out_len) = (product.k * product.n, product.m * product.n);
-    assert!(rhs.len() >= batch * in_len && out.len() >= batch * out_len);
+    assert!(rhs.len() >= batch * in_len);
     if let Some((outputs, _)) = mask {
         assert_eq!(outputs.len(), batch * in_len, "1x1 convolution output size");
     }
+    let total = batch * out_len;
+    let mut values = Vec::<f32>::with_capacity(total);
     if out_len == 0 {
-        return;
+        return values;
     }
+    let out = &mut values.spare_capacity_mut()[..total];
     let threads = rayon::current_num_threads();
     let run = |image: usize, dst: &mut [MaybeUninit<f32>], scratch: &mut Vec<f32>, parallelism: Parallelism| {
         let mut src = &rhs[image * in_len..][..in_len];
@@ -130,6 +133,9 @@ fn per_image(
             run(image, dst, &mut scratch, Parallelism::Rayon(threads));
         }
     }
+    // SAFETY: every image's `m * n` values were written above.
+    unsafe { values.set_len(total) };
+    values
 }
 
 /// `[B, C_out, H*W]`: the 1x1 convolution of `x` (`[B, C_in, H*W]`) by `weight`
@@ -158,8 +164,6 @@ pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, shape: Shape, ac
         out.chunks_mut((c_out * pixels).max(1)).for_each(finish);
         return out;
     }
-    let total = batch * c_out * pixels;
-    let mut out = Vec::<f32>::with_capacity(total);
     let product = Product {
         m: c_out,
         k: c_in,
@@ -167,17 +171,7 @@ pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, shape: Shape, ac
         lhs: weight,
         lhs_strides: [c_in as isize, 1],
     };
-    per_image(
-        &product,
-        x,
-        batch,
-        None,
-        &finish,
-        &mut out.spare_capacity_mut()[..total],
-    );
-    // SAFETY: `per_image` wrote all `total` values.
-    unsafe { out.set_len(total) };
-    out
+    per_image(&product, x, batch, None, &finish)
 }
 
 /// `[B, C_in, H*W]`: the gradient with respect to `x` of [`forward`], given the gradient
@@ -201,11 +195,9 @@ pub fn input_gradient(
         "1x1 convolution output gradient size"
     );
     assert_eq!(weight.len(), c_out * c_in, "1x1 convolution filter size");
-    let total = batch * c_in * pixels;
     if c_out == 0 {
-        return vec![0.0; total];
+        return vec![0.0; batch * c_in * pixels];
     }
-    let mut dx = Vec::<f32>::with_capacity(total);
     let product = Product {
         m: c_in,
         k: c_out,
@@ -215,17 +207,7 @@ pub fn input_gradient(
         lhs_strides: [1, c_in as isize],
     };
     let mask = output.filter(|(_, activation)| *activation != Activation::Identity);
-    per_image(
-        &product,
-        output_grad,
-        batch,
-        mask,
-        &|_| {},
-        &mut dx.spare_capacity_mut()[..total],
-    );
-    // SAFETY: `per_image` wrote all `total` values.
-    unsafe { dx.set_len(total) };
-    dx
+    per_image(&product, output_grad, batch, mask, &|_| {})
 }
 
 #[cfg(test)]
