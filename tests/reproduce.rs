@@ -1,12 +1,13 @@
 //! `anu reproduce` on a small random model and made-up images (no data folder): it writes
 //! every table and figure, reuses a saved row only for exactly the same experiment, recomputes
-//! under --force, and reports and recomputes damaged rows.
+//! under --force, reports and recomputes damaged rows, and continues an interrupted row from
+//! its finished batches.
 
 mod common;
 
 use std::path::Path;
 
-use anu::attack::{AttackKind, Execution};
+use anu::attack::{AttackKind, AttackSet, CampaignCheckpoint, CampaignResult, Execution, NoObserver, attack_all};
 use anu::data::{Dataset, DatasetName};
 use anu::models::{Architecture, LoadedModel};
 use anu::reproduce::{ReproduceOptions, Row, reproduce};
@@ -22,6 +23,7 @@ fn options(out: &Path, dataset: DatasetName) -> ReproduceOptions {
         fig4_steps: 6,
         force: false,
         execution: Execution::new(10, 4).unwrap(),
+        device_name: "flex".into(),
     }
 }
 
@@ -203,4 +205,86 @@ fn rows_of_another_data_set_or_model_are_not_reused() {
     // A model that does not fit the data set is refused before anything runs.
     let err = reproduce(&cifar_model, &mnist_test, &mnist_opts, &device).unwrap_err();
     assert!(err.to_string().contains("c.safetensors"), "{err}");
+}
+
+#[test]
+fn an_interrupted_row_continues_from_its_finished_batches() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let (model, test) = setup(
+        dir.path(),
+        "m.safetensors",
+        Architecture::MnistCnn,
+        1,
+        DatasetName::Mnist,
+    );
+    let opts = ReproduceOptions {
+        attacks: vec![AttackKind::Ddn],
+        table1_budgets: vec![],
+        table2_budgets: vec![4],
+        fig4_steps: 0,
+        ..options(&out, DatasetName::Mnist)
+    };
+    reproduce(&model, &test, &opts, &device).unwrap();
+    let row_path = row_file(&out, "table2-ddn-4.json");
+    let read_row = || -> Row { serde_json::from_str(&std::fs::read_to_string(&row_path).unwrap()).unwrap() };
+    let whole = read_row();
+    assert_eq!(whole.segments.iter().map(|s| s.attacks).collect::<Vec<_>>(), vec![27]);
+
+    // An interrupted run that saved its first batch of 10 attacks, with norms that a
+    // recomputation would not give.
+    std::fs::remove_file(&row_path).unwrap();
+    let set = AttackSet::targeted(&test, DatasetName::Mnist.info().targets);
+    let mut saved = CampaignCheckpoint::new(serde_json::to_value(&whole.key).unwrap(), &set);
+    saved.start_segment("earlier".into(), "cpu".into(), "commit".into());
+    saved.record(&CampaignResult {
+        norms: vec![0.5; 10],
+        success: vec![true; 10],
+        adversarials: None,
+        seconds: 1.0,
+    });
+    let partial = out.join("rows").join(".table2-ddn-4.json.part");
+    saved.save(&partial).unwrap();
+
+    reproduce(&model, &test, &opts, &device).unwrap();
+    let row = read_row();
+    assert!(!partial.exists(), "partial file left behind");
+    assert_eq!(row.segments.iter().map(|s| s.attacks).collect::<Vec<_>>(), vec![10, 17]);
+    assert_eq!(row.segments[0].device, "earlier");
+    // The other 17 attacks, batched as the resumed run batched them.
+    let rest = AttackSet {
+        data: set.data.select(&(10..27).collect::<Vec<_>>()),
+        targets: set.targets.as_ref().map(|t| t[10..].to_vec()),
+    };
+    let tail = attack_all(
+        &model.model,
+        &rest,
+        &whole.key.spec,
+        &opts.execution,
+        &device,
+        false,
+        &mut NoObserver,
+    );
+    let norms: Vec<f64> = std::iter::repeat_n(0.5, 10)
+        .chain(tail.norms.iter().map(|&n| n as f64))
+        .filter(|n| n.is_finite())
+        .collect();
+    let mean = norms.iter().sum::<f64>() / norms.len() as f64;
+    assert!((row.mean_l2 - mean).abs() < 1e-6, "{} vs {mean}", row.mean_l2);
+    assert_eq!(
+        row.success_rate,
+        (10 + tail.success.iter().filter(|&&s| s).count()) as f64 / 27.0
+    );
+
+    // Partial results of another experiment are not mixed in: the row starts over.
+    std::fs::remove_file(&row_path).unwrap();
+    let mut other = saved.clone();
+    other.run = serde_json::json!({"another": "experiment"});
+    other.save(&partial).unwrap();
+    reproduce(&model, &test, &opts, &device).unwrap();
+    let again = read_row();
+    assert_eq!(again.segments.iter().map(|s| s.attacks).collect::<Vec<_>>(), vec![27]);
+    assert_eq!(again.mean_l2, whole.mean_l2);
+    assert!(!partial.exists());
 }

@@ -86,7 +86,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
         );
     }
     let cpu = anu::machine::CpuInfo::read().describe();
-    checkpoint.start_segment(args.common.device.to_string(), cpu, anu::manifest::COMMIT.to_string());
+    checkpoint.start_segment(args.common.device_name(), cpu, anu::manifest::COMMIT.to_string());
     let remaining = set.len() - checkpoint.done();
     let batches = remaining.div_ceil(execution.batch_size()) as u64;
     let bar = iteration_bar(batches * args.steps as u64, &format!("{} {}", spec.kind(), args.steps));

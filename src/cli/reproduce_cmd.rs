@@ -113,6 +113,7 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
         fig4_steps: protocol.fig4_steps,
         force: args.force,
         execution,
+        device_name: args.common.device_name(),
     };
     let rows = reproduce(&loaded, &test, &options, &device)?;
     args.common.manifest(&[&loaded]).write_to(&args.out)?;

@@ -1,5 +1,7 @@
 //! `anu reproduce`: the paper's attack evaluation (Tables 1-2, Figures 3-4) in one job, with
-//! finished rows saved as they complete and reused on a rerun of the same experiment.
+//! finished rows saved as they complete and reused on a rerun of the same experiment. A row
+//! (other than one that also records Figure 4's per-iteration means) saves the results of its
+//! finished batches in `rows/.NAME.json.part` as it goes, and a rerun continues from them.
 //!
 //! [`protocol`] says how much of the paper's protocol to run, [`plan`] lists the jobs and which are already done, [`rows`] keeps the saved results and
 //! their keys, [`report`] writes tables and figures; [`reproduce`] runs them.
@@ -20,11 +22,12 @@ pub use rows::{Fig4Data, Row, RowKey, Table};
 
 use crate::attack::stats::mean_median;
 use crate::attack::{
-    AttackKind, AttackSet, EveryStep, Execution, MeanNormRecorder, TraceRecorder, attack_all, paper_spec,
+    AttackKind, AttackSet, CampaignCheckpoint, EveryStep, Execution, MeanNormRecorder, TraceRecorder, attack_all,
+    attack_remaining, paper_spec,
 };
 use crate::data::{Dataset, DatasetName};
 use crate::error::{Error, Result};
-use crate::fsutil::{create_dir, write_json};
+use crate::fsutil::{create_dir, partial_path, remove_if_present, write_json};
 use crate::models::LoadedModel;
 use report::Fig3Data;
 
@@ -51,6 +54,8 @@ pub struct ReproduceOptions {
     pub force: bool,
     /// Batch size and pass chunking.
     pub execution: Execution,
+    /// The device as it names itself, recorded with each run's share of a row.
+    pub device_name: String,
 }
 
 /// Runs the reproduction on `test` (the first N test images) and writes everything to
@@ -84,20 +89,58 @@ pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions
 
     let mut rows = plan.done_rows();
     let mut fig4 = plan.done_fig4();
+    let cpu = crate::machine::CpuInfo::read().describe();
     for job in todo {
         let set = if job.targeted() { &targeted } else { &untargeted };
         bar.set_message(job.to_string());
+        // A row resumes from its finished batches, unless it also records Figure 4's means
+        // (those need every batch of one run) or the rerun is forced.
+        let partial = match job.kind {
+            JobKind::Row(table) if !job.records_fig4() => {
+                Some(partial_path(&rows::row_path(out, table, job.attack, job.budget)))
+            }
+            _ => None,
+        };
+        let run = serde_json::to_value(&job.key).map_err(|e| Error::Invalid(format!("row key: {e}")))?;
+        // As with saved rows, partial results of another experiment, or damaged ones, are
+        // reported and the row starts over (overwriting them).
+        let mut checkpoint = match &partial {
+            Some(path) if !options.force => {
+                CampaignCheckpoint::resume_or_new(path, run.clone(), set).unwrap_or_else(|e| {
+                    bar.suspend(|| eprintln!("{e}; starting the row over"));
+                    CampaignCheckpoint::new(run, set)
+                })
+            }
+            _ => CampaignCheckpoint::new(run, set),
+        };
+        bar.inc((checkpoint.done() / batch * job.budget) as u64);
+        checkpoint.start_segment(
+            options.device_name.clone(),
+            cpu.clone(),
+            crate::manifest::COMMIT.to_string(),
+        );
         let mut progress = EveryStep(|| bar.inc(1));
         let mut means = MeanNormRecorder::default();
         let mut observers = (&mut progress, job.records_fig4().then_some(&mut means));
-        let result = attack_all(
+        let done = checkpoint.result();
+        let mut save_failed = false;
+        let result = attack_remaining(
             &model.model,
             set,
             &job.key.spec,
             &options.execution,
             device,
-            false,
+            done,
             &mut observers,
+            &mut |so_far| {
+                checkpoint.record(so_far);
+                if let (Some(path), false) = (&partial, save_failed)
+                    && let Err(e) = checkpoint.save(path)
+                {
+                    bar.suspend(|| eprintln!("warning: the results so far are not saved: {e}"));
+                    save_failed = true;
+                }
+            },
         );
         if job.records_fig4() {
             let data = Fig4Data {
@@ -119,9 +162,13 @@ pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions
                 mean_l2,
                 median_l2,
                 seconds: result.seconds,
+                segments: checkpoint.segments.clone(),
                 key: job.key.clone(),
             };
             write_json(&rows::row_path(out, table, job.attack, job.budget), &row)?;
+            if let Some(path) = &partial {
+                remove_if_present(path)?;
+            }
             rows.push(row);
         }
     }

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::attack::campaign_checkpoint::Segment;
 use crate::attack::{AttackKind, AttackSpec};
 use crate::data::{DatasetName, TargetProtocol};
 use crate::fsutil::{JsonFile, read_json};
@@ -87,6 +88,10 @@ pub struct Row {
     pub median_l2: f64,
     /// Wall time of the attack loops, in seconds.
     pub seconds: f64,
+    /// Each run's share of the row when it was resumed after an interruption (one entry
+    /// otherwise): attacks, seconds, device, CPU and commit.
+    #[serde(default)]
+    pub segments: Vec<Segment>,
     /// What determined the row.
     pub key: RowKey,
 }
