@@ -194,9 +194,9 @@ impl Layout {
 }
 
 /// `out[i] = sum over taps t of filter[t] * x[starts[t] + i]` for every `i` of `out`, the taps
-/// added in order (as many multiply-adds after one another on each `out[i]` as a loop of
-/// [`multiply_add`] over the taps would do, so the sums are the same), with each block of
-/// outputs kept in registers over all taps and stored once.
+/// added in order from 0 (the same multiply-adds, in the same order, as adding each tap's run
+/// into `out` in turn), with each block of outputs kept in registers over all taps and stored
+/// once.
 fn sum_taps(out: &mut [f32], filter: &[f32], starts: &[usize], x: &[f32]) {
     assert_eq!(filter.len(), starts.len());
     assert!(

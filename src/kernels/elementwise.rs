@@ -156,8 +156,8 @@ fn activate_portable(values: &mut [f32], bias: f32, activation: Activation) {
     // One loop per activation, each without a branch.
     match activation {
         Activation::Identity => values.iter_mut().for_each(|v| *v += bias),
-        Activation::Relu => values.iter_mut().for_each(|v| *v = super::conv::relu(*v + bias)),
-        Activation::Relu6 => values.iter_mut().for_each(|v| *v = relu6_value(*v + bias)),
+        Activation::Relu => values.iter_mut().for_each(|v| *v = Activation::Relu.apply(*v + bias)),
+        Activation::Relu6 => values.iter_mut().for_each(|v| *v = Activation::Relu6.apply(*v + bias)),
     }
 }
 

@@ -25,8 +25,8 @@
 //! kernel (a convolution of the padded output gradient by the flipped, transposed filter; the
 //! ReLU's gradient is applied while padding) and the filter and bias gradients with burn's own
 //! backward operations, so training is unaffected; the depthwise convolution likewise (one
-//! autodiff step, [`ConvBackward`], serves both). Pooling
-//! recomputes each window's argmax from its input instead of storing indices.
+//! autodiff step serves both). Pooling recomputes each window's argmax from its input instead
+//! of storing indices.
 //!
 //! The first direct convolution also sets glibc's allocator to keep freed memory
 //! ([`retain_freed_memory`]).
