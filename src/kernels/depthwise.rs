@@ -266,10 +266,11 @@ pub fn forward(x: &[f32], weight: &[f32], channels: usize, g: Geometry, epilogue
         .zip(x.par_chunks(h * w))
         .enumerate()
         .for_each_init(
+            // Every plane stores its pixels at the same places of `scratch`, so the padding
+            // around them stays as made here: zero.
             || (vec![0.0f32; layout.scratch_len()], vec![0.0f32; layout.out_len]),
             |(scratch, full), (p, (out, x))| {
                 let filter = &weight[(p % channels) * taps..][..taps];
-                scratch.fill(0.0);
                 layout.store(scratch, x);
                 sum_taps(full, filter, &layout.tap_starts, scratch);
                 let bias = epilogue.bias.map_or(0.0, |b| b[p % channels]);
