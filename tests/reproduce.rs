@@ -33,6 +33,11 @@ fn setup(dir: &Path, name: &str, arch: Architecture, seed: u64, dataset: Dataset
     (model, test)
 }
 
+/// The small MNIST model of seed 1, saved as `name`, and its made-up test images.
+fn mnist_setup(dir: &Path, name: &str) -> (LoadedModel, Dataset) {
+    setup(dir, name, Architecture::MnistCnn, 1, DatasetName::Mnist)
+}
+
 fn row_file(out: &Path, name: &str) -> std::path::PathBuf {
     out.join("rows").join(name)
 }
@@ -58,13 +63,7 @@ fn tiny_reproduction_writes_tables_and_figures_and_reuses_only_matching_rows() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (model, test) = setup(
-        dir.path(),
-        "m.safetensors",
-        Architecture::MnistCnn,
-        1,
-        DatasetName::Mnist,
-    );
+    let (model, test) = mnist_setup(dir.path(), "m.safetensors");
     let opts = options(&out, DatasetName::Mnist);
     let rows = reproduce(&model, &test, &opts, &device).unwrap();
     // DDN, ANU and FMN at budgets 4 and 8 (Table 1) and 4 (Table 2).
@@ -152,13 +151,7 @@ fn rows_of_another_data_set_or_model_are_not_reused() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (mnist_model, mnist_test) = setup(
-        dir.path(),
-        "a.safetensors",
-        Architecture::MnistCnn,
-        1,
-        DatasetName::Mnist,
-    );
+    let (mnist_model, mnist_test) = mnist_setup(dir.path(), "a.safetensors");
     let mnist_opts = ReproduceOptions {
         table2_budgets: vec![],
         ..options(&out, DatasetName::Mnist)
@@ -212,13 +205,7 @@ fn an_interrupted_row_continues_from_its_finished_batches() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (model, test) = setup(
-        dir.path(),
-        "m.safetensors",
-        Architecture::MnistCnn,
-        1,
-        DatasetName::Mnist,
-    );
+    let (model, test) = mnist_setup(dir.path(), "m.safetensors");
     let opts = ReproduceOptions {
         attacks: vec![AttackKind::Ddn],
         table1_budgets: vec![],
