@@ -93,10 +93,7 @@ impl CampaignCheckpoint {
         let other = |what: &str| {
             Self::error(
                 path,
-                format!(
-                    "holds the partial results of another campaign ({what} differ); \
-                     remove it to start this one from the beginning"
-                ),
+                format!("holds the partial results of another campaign ({what} differ)"),
             )
         };
         if saved.run != fresh.run {

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use clap::Args;
 
 use anu::attack::stats::{TraceSummary, mean_median};
@@ -74,7 +74,8 @@ pub fn run(args: AttackArgs) -> Result<()> {
     let mut checkpoint = if args.trace {
         CampaignCheckpoint::new(run, &set)
     } else {
-        CampaignCheckpoint::resume_or_new(&partial, run, &set)?
+        CampaignCheckpoint::resume_or_new(&partial, run, &set)
+            .map_err(|e| anyhow!("{e}; remove that file to start this attack from the beginning"))?
     };
     if checkpoint.done() > 0 {
         println!(
