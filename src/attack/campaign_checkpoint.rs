@@ -51,19 +51,25 @@ pub struct CampaignCheckpoint {
     pub segments: Vec<Segment>,
 }
 
-/// SHA-256 of what `set` attacks: image shape, pixels, labels and targets.
+/// SHA-256 of what `set` attacks: image shape, pixels, labels and targets. The pixels are
+/// hashed where they lie (a targeted ImageNet set holds 600 MB of them), not copied.
 fn attacks_sha256(set: &AttackSet) -> String {
+    use std::io::Read;
     let data = &set.data;
-    let mut bytes = Vec::with_capacity(data.pixels.len() + 64 + 4 * data.labels.len());
-    for d in data.image_shape.iter().chain([&data.num_classes, &set.len()]) {
-        bytes.extend((*d as u64).to_le_bytes());
-    }
-    bytes.extend_from_slice(&data.pixels);
-    bytes.extend(data.labels.iter().flat_map(|l| l.to_le_bytes()));
-    if let Some(targets) = &set.targets {
-        bytes.extend(targets.iter().flat_map(|t| t.to_le_bytes()));
-    }
-    fsutil::sha256_hex(&bytes)
+    let shape: Vec<u8> = data
+        .image_shape
+        .iter()
+        .chain([&data.num_classes, &set.len()])
+        .flat_map(|d| (*d as u64).to_le_bytes())
+        .collect();
+    let labels: Vec<u8> = data
+        .labels
+        .iter()
+        .chain(set.targets.iter().flatten())
+        .flat_map(|l| l.to_le_bytes())
+        .collect();
+    let bytes = shape.as_slice().chain(data.pixels.as_slice()).chain(labels.as_slice());
+    fsutil::sha256_hex_of(bytes).expect("reading from memory cannot fail")
 }
 
 impl CampaignCheckpoint {
@@ -181,6 +187,26 @@ mod tests {
         let n = labels.len();
         let pixels = (0..n * 4).map(|i| i as u8).collect();
         AttackSet::untargeted(Dataset::new(pixels, labels, [1, 2, 2], 10).unwrap())
+    }
+
+    /// The digest is of one fixed byte layout (files written by earlier builds stay valid):
+    /// shape, number of classes and of attacks as u64, pixels, labels, then targets, as little
+    /// endian.
+    #[test]
+    fn the_digest_covers_shape_pixels_labels_and_targets_in_a_fixed_layout() {
+        let mut targeted = set(vec![3, 7]);
+        targeted.targets = Some(vec![1, 2]);
+        let mut expected = Vec::new();
+        for d in [1u64, 2, 2, 10, 2] {
+            expected.extend(d.to_le_bytes());
+        }
+        expected.extend(0u8..8);
+        for l in [3u16, 7, 1, 2] {
+            expected.extend(l.to_le_bytes());
+        }
+        assert_eq!(attacks_sha256(&targeted), fsutil::sha256_hex(&expected));
+        let untargeted = set(vec![3, 7]);
+        assert_ne!(attacks_sha256(&untargeted), attacks_sha256(&targeted));
     }
 
     fn progress(norms: Vec<f32>, seconds: f64) -> CampaignResult {
