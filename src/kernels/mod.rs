@@ -36,6 +36,7 @@ pub mod depthwise;
 pub mod elementwise;
 pub mod pointwise;
 pub mod pool;
+pub mod thin_product;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
