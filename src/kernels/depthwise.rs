@@ -175,18 +175,19 @@ impl Layout {
         }
     }
 
-    /// Copies the phase planes back into an input plane.
-    fn load(&self, plane: &mut [f32], scratch: &[f32]) {
+    /// Copies the phase planes back into an input plane, writing every value of it.
+    fn load(&self, plane: &mut [MaybeUninit<f32>], scratch: &[f32]) {
         let (w, s) = (self.geometry.input[1], self.geometry.stride);
         for (iy, row) in plane.chunks_exact_mut(w).enumerate() {
             if s == 1 {
                 let start = self.position(iy + self.geometry.padding[0].0, self.geometry.padding[1].0);
-                row.copy_from_slice(&scratch[start..][..w]);
+                row.write_copy_of_slice(&scratch[start..][..w]);
                 continue;
             }
+            // The runs of the `min(s, w)` residues cover every column.
             for (first, start) in self.runs(iy) {
                 for (d, &v) in row[first..].iter_mut().step_by(s).zip(&scratch[start..]) {
-                    *d = v;
+                    d.write(v);
                 }
             }
         }
@@ -276,9 +277,7 @@ pub fn forward(x: &[f32], weight: &[f32], channels: usize, g: Geometry, epilogue
                 let bias = epilogue.bias.map_or(0.0, |b| b[p % channels]);
                 elementwise::activate(full, bias, epilogue.activation);
                 for (out_row, full_row) in out.chunks_exact_mut(ow).zip(full.chunks_exact(layout.row)) {
-                    for (o, &v) in out_row.iter_mut().zip(full_row) {
-                        o.write(v);
-                    }
+                    out_row.write_copy_of_slice(&full_row[..ow]);
                 }
             },
         );
@@ -305,8 +304,10 @@ pub fn input_gradient(
     if let Some((output, _)) = output {
         assert_eq!(output.len(), grad.len(), "depthwise convolution output size");
     }
-    let mut dx = vec![0.0f32; planes * h * w];
-    dx.par_chunks_mut(h * w)
+    let total = planes * h * w;
+    let mut dx = Vec::with_capacity(total);
+    dx.spare_capacity_mut()[..total]
+        .par_chunks_mut(h * w)
         .zip(grad.par_chunks(oh * ow))
         .enumerate()
         .for_each_init(
@@ -343,6 +344,8 @@ pub fn input_gradient(
                 layout.load(dx, scratch);
             },
         );
+    // SAFETY: every plane's `H * W` values were written by `load` above.
+    unsafe { dx.set_len(total) };
     dx
 }
 

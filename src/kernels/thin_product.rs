@@ -71,12 +71,14 @@ impl ThinProduct {
         let panels_n = m.div_ceil(ROWS);
         let mut panels = vec![0.0; panels_n * k * ROWS];
         let mut padded_bias = vec![0.0; panels_n * ROWS];
-        for row in 0..m {
-            let (panel, r) = (row / ROWS, row % ROWS);
-            let dst = &mut panels[panel * k * ROWS..][..k * ROWS];
-            for i in 0..k {
-                dst[i * ROWS + r] = lhs[row * strides[0] + i * strides[1]];
-            }
+        // Read `lhs` along its shorter stride (a transposed filter column by column).
+        let mut put = |row: usize, i: usize| {
+            panels[(row / ROWS * k + i) * ROWS + row % ROWS] = lhs[row * strides[0] + i * strides[1]];
+        };
+        if strides[0] < strides[1] {
+            (0..k).for_each(|i| (0..m).for_each(|row| put(row, i)));
+        } else {
+            (0..m).for_each(|row| (0..k).for_each(|i| put(row, i)));
         }
         if let Some(bias) = bias {
             assert_eq!(bias.len(), m, "bias size");
