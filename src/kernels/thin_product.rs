@@ -69,17 +69,29 @@ impl ThinProduct {
             assert!((m - 1) * strides[0] + (k - 1) * strides[1] < lhs.len(), "filter size");
         }
         let panels_n = m.div_ceil(ROWS);
-        let mut panels = vec![0.0; panels_n * k * ROWS];
+        let len = panels_n * k * ROWS;
+        let mut panels = Vec::with_capacity(len);
+        // On the threads (the filters of a network's 1x1 layers are megabytes, packed on every
+        // pass), each panel written in order; the `ROWS` values read for one inner index are
+        // close together whether `lhs` is stored row by row or transposed.
+        panels.spare_capacity_mut()[..len]
+            .par_chunks_mut((k * ROWS).max(1))
+            .enumerate()
+            .for_each(|(panel, dst)| {
+                for (i, values) in dst.chunks_exact_mut(ROWS).enumerate() {
+                    for (r, value) in values.iter_mut().enumerate() {
+                        let row = panel * ROWS + r;
+                        value.write(if row < m {
+                            lhs[row * strides[0] + i * strides[1]]
+                        } else {
+                            0.0
+                        });
+                    }
+                }
+            });
+        // SAFETY: every value of every panel was written above.
+        unsafe { panels.set_len(len) };
         let mut padded_bias = vec![0.0; panels_n * ROWS];
-        // Read `lhs` along its shorter stride (a transposed filter column by column).
-        let mut put = |row: usize, i: usize| {
-            panels[(row / ROWS * k + i) * ROWS + row % ROWS] = lhs[row * strides[0] + i * strides[1]];
-        };
-        if strides[0] < strides[1] {
-            (0..k).for_each(|i| (0..m).for_each(|row| put(row, i)));
-        } else {
-            (0..m).for_each(|row| (0..k).for_each(|i| put(row, i)));
-        }
         if let Some(bias) = bias {
             assert_eq!(bias.len(), m, "bias size");
             padded_bias[..m].copy_from_slice(bias);
