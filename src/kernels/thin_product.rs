@@ -140,18 +140,19 @@ impl ThinProduct {
         };
         let block = by_cache.clamp(COLS, by_threads.max(COLS));
         let out = SharedOut(dst.as_mut_ptr().cast::<f32>());
-        let run_block = |start: usize| {
+        let run_block = |index: usize| {
+            let start = index * block;
             let width = block.min(n - start);
             // SAFETY: the block's columns `start..start + width` of `rhs` and `dst` exist
             // (asserted above); blocks cover disjoint columns, so no two threads write the
             // same value.
             unsafe { self.block(rhs, n, mask, out, start, width) };
         };
-        let starts = (0..n).step_by(block);
+        let blocks = n.div_ceil(block);
         if parallel {
-            starts.collect::<Vec<_>>().into_par_iter().for_each(run_block);
+            (0..blocks).into_par_iter().for_each(run_block);
         } else {
-            starts.for_each(run_block);
+            (0..blocks).for_each(run_block);
         }
     }
 
