@@ -1,6 +1,6 @@
 //! Attack tests on the committed MNIST model: the adversarials are real, inside [0,1], with
 //! the norms reported and close to minimal; ANU with alpha_gamma = 0 is DDN bit for bit;
-//! gradients are right.
+//! gradients are right; `anu attack` reports a set with no success as such, without a mean.
 
 mod common;
 
@@ -311,4 +311,29 @@ fn a_progress_observer_sees_every_iteration_of_every_batch() {
         &mut EveryStep(|| calls += 1),
     );
     assert_eq!(calls, 3 * 7, "3 batches of 7 iterations");
+}
+
+#[test]
+fn an_attack_with_no_success_reports_no_norms() {
+    // One iteration only evaluates the clean image (x'_0 = x), which the model classifies
+    // correctly, so no targeted attack can have succeeded.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("none.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anu"))
+        .args(["attack", "--dataset", "mnist", "--data-dir"])
+        .arg(common::data_dir())
+        .arg("--model-file")
+        .arg(common::mnist_model_path())
+        .args(["--attack", "ddn", "--steps", "1", "--targeted", "--n", "2", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("success 0.0000, no adversarial found"), "{stdout}");
+    assert!(!stdout.contains("NaN"), "{stdout}");
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(result["n_attacks"], 18);
+    assert!(result["mean_l2"].is_null() && result["median_l2"].is_null(), "{result}");
+    assert!(result["norms"].as_array().unwrap().iter().all(|n| n.is_null()));
 }

@@ -149,8 +149,14 @@ pub fn run(args: AttackArgs) -> Result<()> {
         anu::fsutil::remove_if_present(&partial)?;
     }
     let peak_mb = anu::machine::peak_rss_bytes().map_or("?".to_string(), |b| format!("{:.0}", b as f64 / 1e6));
+    // Failed attacks are left out of the mean and median; with no success there are none.
+    let norms_line = if mean.is_finite() {
+        format!("mean L2 {mean:.4}, median L2 {median:.4}")
+    } else {
+        "no adversarial found, so no mean or median L2".to_string()
+    };
     println!(
-        "{} {} steps{}: {} attacks, success {:.4}, mean L2 {mean:.4}, median L2 {median:.4}, {:.1} s, peak memory {peak_mb} MB -> {}",
+        "{} {} steps{}: {} attacks, success {:.4}, {norms_line}, {:.1} s, peak memory {peak_mb} MB -> {}",
         spec.kind(),
         args.steps,
         if args.targeted { " (targeted)" } else { "" },
