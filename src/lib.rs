@@ -3,11 +3,10 @@
 //! Attacks and Defenses", on the `burn` deep-learning framework.
 //!
 //! Layout: [`attack`] (the one DDN/ANU loop, specs, observers, campaigns), [`models`]
-//! (classifiers and weight files), [`data`] (data sets and their facts), [`train`] and
-//! [`adversarial`] (training, Eq. 6-7), [`reproduce`] and [`robustness`] (the paper's tables
+//! (classifiers and weight files), [`data`] (data sets and their facts), [`train`] (training,
+//! adversarial training of Eq. 6-7 in [`train::adversarial`]), [`reproduce`] and [`robustness`] (the paper's tables
 //! and figures), [`bench`] (throughput); errors are [`Error`].
 
-pub mod adversarial;
 pub mod attack;
 pub mod augment;
 pub mod bench;

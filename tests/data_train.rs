@@ -2,8 +2,8 @@
 
 mod common;
 
-use anu::adversarial::{Adversary, cap_norm};
 use anu::attack::{AttackSpec, NormUpdate};
+use anu::train::adversarial::{Adversary, cap_norm};
 use anu::train::{RunOptions, TrainConfig, train};
 use burn::prelude::*;
 

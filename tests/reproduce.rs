@@ -230,6 +230,7 @@ fn an_interrupted_row_continues_from_its_finished_batches() {
         success: vec![true; 10],
         adversarials: None,
         seconds: 1.0,
+        recheck: Default::default(),
     });
     let partial = out.join("rows").join(".table2-ddn-4.json.part");
     saved.save(&partial).unwrap();

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 
-use super::{AttackSpec, AttackedModel, Execution, Goal, Observer, run};
+use super::{AttackSpec, AttackedModel, Execution, Goal, Observer, Recheck, run};
 use crate::data::{Dataset, Label, labels_tensor};
 use crate::models::Classifier;
 
@@ -99,6 +99,8 @@ pub struct CampaignResult {
     /// Wall time of the attack loops alone, in seconds (after the device has synchronised),
     /// without the time of observers that read results back.
     pub seconds: f64,
+    /// The full-f32 check of the successes, when the passes ran in a reduced precision.
+    pub recheck: Recheck,
 }
 
 impl CampaignResult {
@@ -124,6 +126,7 @@ pub fn attack_all(
         success: Vec::new(),
         adversarials: keep_adversarials.then(Vec::new),
         seconds: 0.0,
+        recheck: Recheck::default(),
     };
     attack_remaining(model, set, spec, execution, device, nothing_done, observer, &mut |_| {})
 }
@@ -144,7 +147,7 @@ pub fn attack_remaining(
     observer: &mut impl Observer,
     after_batch: &mut dyn FnMut(&CampaignResult),
 ) -> CampaignResult {
-    let prepared = AttackedModel::new(model, device);
+    let prepared = AttackedModel::with_precision(model, device, execution.precision());
     let ad_device = device.clone().autodiff();
     let batch_size = execution.batch_size();
     let mut so_far = done;
@@ -164,6 +167,7 @@ pub fn attack_remaining(
         so_far.seconds += t0.elapsed().as_secs_f64() - result.observer_seconds;
         so_far.norms.extend(result.norms);
         so_far.success.extend(result.success);
+        so_far.recheck = so_far.recheck + result.recheck;
         if let Some(all) = so_far.adversarials.as_mut() {
             all.extend(result.adversarials.into_data().iter::<f32>());
         }

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AttackSet, CampaignResult};
+use super::{AttackSet, CampaignResult, Recheck};
 use crate::error::{Error, Result};
 use crate::fsutil::{self, JsonFile};
 
@@ -49,6 +49,9 @@ pub struct CampaignCheckpoint {
     pub seconds: f64,
     /// Each run's share, in order.
     pub segments: Vec<Segment>,
+    /// The full-f32 check of the successes so far (reduced-precision runs).
+    #[serde(default)]
+    pub recheck: Recheck,
 }
 
 /// SHA-256 of what `set` attacks: image shape, pixels, labels and targets. The pixels are
@@ -83,6 +86,7 @@ impl CampaignCheckpoint {
             success: Vec::new(),
             seconds: 0.0,
             segments: Vec::new(),
+            recheck: Recheck::default(),
         }
     }
 
@@ -114,6 +118,7 @@ impl CampaignCheckpoint {
             && saved.norms.iter().flatten().all(|n| n.is_finite() && *n >= 0.0)
             && saved.seconds.is_finite()
             && saved.seconds >= 0.0
+            && saved.recheck.failed <= saved.recheck.checked
             && saved.segments.iter().map(|s| s.attacks).sum::<usize>() == saved.norms.len();
         if !consistent {
             return Err(Self::error(
@@ -144,6 +149,7 @@ impl CampaignCheckpoint {
             success: self.success.clone(),
             adversarials: None,
             seconds: self.seconds,
+            recheck: self.recheck,
         }
     }
 
@@ -170,6 +176,7 @@ impl CampaignCheckpoint {
         self.norms = so_far.norms.iter().map(|n| n.is_finite().then_some(*n)).collect();
         self.success = so_far.success.clone();
         self.seconds = so_far.seconds;
+        self.recheck = so_far.recheck;
     }
 
     /// Writes the progress to `path` (atomically: a crash leaves the previous one).
@@ -215,6 +222,7 @@ mod tests {
             norms,
             adversarials: None,
             seconds,
+            recheck: Recheck::default(),
         }
     }
 

@@ -10,6 +10,7 @@ use burn::tensor::activation::log_softmax;
 use rand::{Rng, SeedableRng};
 
 use super::norm_update::{EpsInputs, Objective, cosine_annealed};
+use super::precision::{Precision, Recheck, confirm_in_f32};
 use super::{AttackSpec, Observer, StepView};
 use crate::models::Classifier;
 
@@ -47,25 +48,43 @@ pub struct AttackResult {
     pub success: Vec<bool>,
     /// Seconds spent in observers that read tensors back (to be left out of timings).
     pub observer_seconds: f64,
+    /// The full-f32 check of the successes of a reduced-precision run (zero in f32).
+    pub recheck: Recheck,
 }
 
 /// A classifier ready to be attacked: in evaluation mode (no dropout), on an autodiff device,
 /// with no gradient kept for its parameters, so each backward pass computes only the input
-/// gradient.
+/// gradient; in a reduced [`Precision`], with the full-f32 model kept for the final check.
 #[derive(Clone, Debug)]
 pub struct AttackedModel {
     model: Classifier,
     grad_device: Device,
+    precision: Precision,
+    exact: Option<Classifier>,
 }
 
 impl AttackedModel {
-    /// Prepares `model` for attacks on `device`.
+    /// Prepares `model` for attacks on `device` in full f32.
     pub fn new(model: &Classifier, device: &Device) -> Self {
+        Self::with_precision(model, device, Precision::F32)
+    }
+
+    /// Prepares `model` for attacks on `device` whose passes run in `precision`.
+    pub fn with_precision(model: &Classifier, device: &Device, precision: Precision) -> Self {
         let grad_device = device.clone().autodiff();
+        let valid = model.valid().to_device(device);
+        let exact = precision.is_reduced().then(|| valid.clone());
         Self {
-            model: model.valid().to_device(&grad_device).no_grad(),
+            model: precision.round_weights(valid).to_device(&grad_device).no_grad(),
             grad_device,
+            precision,
+            exact,
         }
+    }
+
+    /// The precision of the attack's passes.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The prepared classifier.
@@ -202,17 +221,23 @@ pub fn run(
         }
     }
 
-    let success: Vec<bool> = found.into_data().iter::<bool>().collect();
-    let norms = super::observe::to_vec(best_norm)
+    let mut success: Vec<bool> = found.into_data().iter::<bool>().collect();
+    let mut norms: Vec<f32> = super::observe::to_vec(best_norm)
         .into_iter()
         .zip(&success)
         .map(|(n, &ok)| if ok { n } else { f32::INFINITY })
         .collect();
+    // A success found in reduced precision counts only once the f32 model agrees.
+    let (adversarials, recheck) = match &model.exact {
+        Some(exact) => confirm_in_f32(exact, &x, &labels, targeted, best_adv, &mut norms, &mut success),
+        None => (best_adv, Recheck::default()),
+    };
     AttackResult {
-        adversarials: best_adv,
+        adversarials,
         norms,
         success,
         observer_seconds,
+        recheck,
     }
 }
 
@@ -250,6 +275,7 @@ pub(crate) fn logits_and_input_gradient(
             )
         };
         let n = end - start;
+        let part = model.precision.round_tensor(part);
         let leaf = Tensor::from_inner(part).to_device(&model.grad_device).require_grad();
         let logits = model.model.forward(leaf.clone());
         let labels = Tensor::from_inner(labels).to_device(&model.grad_device);

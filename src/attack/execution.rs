@@ -1,5 +1,7 @@
-//! How an attack is executed: batch size and pass chunking. None of it changes a result.
+//! How an attack is executed: batch size and pass chunking, which change no result, and the
+//! precision of its passes, whose successes are confirmed in f32 (see [`super::precision`]).
 
+use super::Precision;
 use crate::device::Backend;
 use crate::error::{Error, Result};
 
@@ -12,6 +14,7 @@ pub const CPU_PASS_CHUNK: usize = 64;
 pub struct Execution {
     batch_size: usize,
     pass_chunk: usize,
+    precision: Precision,
 }
 
 impl Execution {
@@ -21,7 +24,11 @@ impl Execution {
         if batch_size == 0 {
             return Err(Error::Invalid("the batch size must be at least 1".into()));
         }
-        Ok(Self { batch_size, pass_chunk })
+        Ok(Self {
+            batch_size,
+            pass_chunk,
+            precision: Precision::F32,
+        })
     }
 
     /// `batch_size` images at a time with the pass chunk that suits `device`: chunks of
@@ -34,6 +41,16 @@ impl Execution {
     /// The same with another pass chunk.
     pub fn with_pass_chunk(self, pass_chunk: usize) -> Self {
         Self { pass_chunk, ..self }
+    }
+
+    /// The same with passes in `precision`.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
+    }
+
+    /// The precision of the passes (full f32 unless set).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Attacks per batch.

@@ -12,6 +12,7 @@ pub mod execution;
 pub mod norm_update;
 pub mod observe;
 pub mod paper;
+pub mod precision;
 pub mod spec;
 pub mod stats;
 
@@ -22,4 +23,5 @@ pub use execution::{CPU_PASS_CHUNK, Execution};
 pub use norm_update::NormUpdate;
 pub use observe::{EveryStep, MeanNormRecorder, NoObserver, Observer, StepView, Trace, TraceRecorder};
 pub use paper::{paper_rule, paper_spec};
+pub use precision::{Precision, Recheck};
 pub use spec::{AttackKind, AttackSpec, SpecError, SpecOverrides};

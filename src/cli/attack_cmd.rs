@@ -10,7 +10,7 @@ use anyhow::{Result, anyhow};
 use clap::Args;
 
 use anu::attack::stats::{TraceSummary, mean_median};
-use anu::attack::{AttackSet, CampaignCheckpoint, EveryStep, TraceRecorder, attack_remaining};
+use anu::attack::{AttackSet, CampaignCheckpoint, EveryStep, Precision, TraceRecorder, attack_remaining};
 use anu::data::Split;
 
 use super::{Common, ExecArgs, SpecArgs, at_least_one, iteration_bar};
@@ -36,6 +36,11 @@ pub struct AttackArgs {
     n: usize,
     #[command(flatten)]
     pub exec: ExecArgs,
+    /// Precision of the attack's passes: f32, or tf32 / bf16 (emulated: weights and iterates
+    /// rounded to the format; every success is then confirmed in f32, and a failed check makes
+    /// it a failure).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Record the run and add per-iteration medians (best norm, eps, gamma_k) to the JSON. A
     /// traced run is not saved batch by batch and cannot be resumed.
     #[arg(long)]
@@ -51,7 +56,10 @@ pub fn run(args: AttackArgs) -> Result<()> {
     at_least_one(args.n, "--n")?;
     let dataset = args.common.dataset;
     let spec = args.spec_args.spec(dataset, args.targeted, args.steps)?;
-    let execution = args.exec.execution(args.common.device, args.common.dataset)?;
+    let execution = args
+        .exec
+        .execution(args.common.device, args.common.dataset)?
+        .with_precision(args.precision);
     let device = args.common.device()?;
     let loaded = args.common.load_model(&args.model_file, &device)?;
     let test = args.common.load(Split::Test)?.take(args.n);
@@ -70,6 +78,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
         "steps": args.steps,
         "targeted": args.targeted,
         "n_images": test.len(),
+        "precision": args.precision,
     });
     let mut checkpoint = if args.trace {
         CampaignCheckpoint::new(run, &set)
@@ -131,6 +140,8 @@ pub fn run(args: AttackArgs) -> Result<()> {
         "n_images": test.len(),
         "n_attacks": set.len(),
         "batch_size": execution.batch_size(),
+        "precision": args.precision,
+        "f32_recheck": result.recheck,
         "success_rate": result.success_rate(),
         "mean_l2": mean,
         "median_l2": median,
@@ -155,8 +166,16 @@ pub fn run(args: AttackArgs) -> Result<()> {
     } else {
         "no adversarial found, so no mean or median L2".to_string()
     };
+    let precision_note = if args.precision.is_reduced() {
+        format!(
+            " in {} ({} successes re-checked in f32, {} failed and counted as failures)",
+            args.precision, result.recheck.checked, result.recheck.failed
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "{} {} steps{}: {} attacks, success {:.4}, {norms_line}, {:.1} s, peak memory {peak_mb} MB -> {}",
+        "{} {} steps{}{precision_note}: {} attacks, success {:.4}, {norms_line}, {:.1} s, peak memory {peak_mb} MB -> {}",
         spec.kind(),
         args.steps,
         if args.targeted { " (targeted)" } else { "" },

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use anu::adversarial::Adversary;
 use anu::attack::{AttackKind, Execution, paper_spec};
 use anu::augment::Augmentation;
 use anu::data::Split;
 use anu::models::Architecture;
+use anu::train::adversarial::Adversary;
 use anu::train::{LrSchedule, OptimizerKind, RunOptions, TrainConfig, train};
 
 use super::Common;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig};
 
-use crate::adversarial::Adversary;
+use super::adversarial::Adversary;
 use crate::augment::Augmentation;
 use crate::error::{Error, Result};
 use crate::models::Architecture;

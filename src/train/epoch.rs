@@ -8,8 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
+use super::adversarial::training_loss;
 use super::{RunOptions, TrainConfig};
-use crate::adversarial::training_loss;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::models::Classifier;

@@ -4,6 +4,7 @@
 //! [`config`] holds the settings, [`checkpoint`] the saved state, [`epoch`] one pass over the
 //! data; [`train`] ties them together.
 
+pub mod adversarial;
 pub mod checkpoint;
 pub mod config;
 pub mod epoch;

@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anu::adversarial::Adversary;
 use anu::augment::Augmentation;
 use anu::data::{self, Dataset, DatasetName, Label, Split};
 use anu::models::{Architecture, Classifier, LoadedModel, weights};
+use anu::train::adversarial::Adversary;
 use anu::train::{LrSchedule, OptimizerKind, TrainConfig};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;

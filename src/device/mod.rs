@@ -7,6 +7,8 @@ use burn::prelude::*;
 
 use crate::error::{Error, Result};
 
+pub mod cuda;
+
 /// Which backend runs the tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -226,7 +228,7 @@ fn wgpu_device(_index: Option<usize>, _vulkan: bool) -> Result<Device> {
 
 #[cfg(feature = "cuda")]
 fn cuda_device(index: Option<usize>) -> Result<Device> {
-    Ok(Device::cuda(index.unwrap_or(0)))
+    cuda::open(index)
 }
 
 #[cfg(not(feature = "cuda"))]

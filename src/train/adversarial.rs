@@ -4,10 +4,10 @@
 
 use burn::prelude::*;
 
+use super::cross_entropy;
 use crate::attack::{AttackSpec, AttackedModel, Goal, NoObserver, run};
 use crate::error::{Error, Result};
 use crate::models::Classifier;
-use crate::train::cross_entropy;
 
 /// The attack used inside adversarial training.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
