@@ -3,6 +3,8 @@
 mod cli;
 
 fn main() {
+    // SAFETY: first thing in `main`, before any thread is started.
+    unsafe { anu::device::default_burn_device_to_cpu() };
     // Attack iterations allocate and free buffers of a few megabytes each; keep them for reuse
     // instead of returning them to the system (see the function's documentation).
     anu::kernels::retain_freed_memory();

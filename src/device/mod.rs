@@ -160,6 +160,24 @@ impl<'de> serde::Deserialize<'de> for DeviceChoice {
     }
 }
 
+/// Makes burn's default device the CPU (`flex`) unless the user set `BURN_DEVICE`.
+///
+/// burn builds a few tensors on its default device: the optimiser state it restores from a
+/// training checkpoint, for one, which it moves to the parameters' device at the next step.
+/// Without `BURN_DEVICE` that default is the first GPU backend compiled in, CUDA in a `cuda`
+/// build, whose loader panics on a machine without the NVIDIA driver; anu passes its chosen
+/// device everywhere else, so the CPU is the safe default.
+///
+/// # Safety
+/// Changes the process environment: call it before any other thread starts (first thing in
+/// `main`), as `std::env::set_var` requires.
+pub unsafe fn default_burn_device_to_cpu() {
+    if std::env::var_os("BURN_DEVICE").is_none() {
+        // SAFETY: the caller guarantees that no other thread runs yet.
+        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+    }
+}
+
 /// The name the device gives itself (`NVIDIA H100 PCIe`, `llvmpipe (LLVM 15.0.6, 256 bits)`),
 /// or the backend's name for CPU backends, which report none.
 pub fn describe(choice: DeviceChoice, device: &Device) -> String {
