@@ -12,7 +12,7 @@
 # imagenet-sample/, models/) and, for the PyTorch rows, PyTorch with CUDA
 # (`pip install torch==2.9.0 safetensors numpy`; EfficientNet also `efficientnet-lite-pytorch==0.1.0
 # torchvision pillow`). A step that fails or runs out of time is recorded as such and the
-# others go on.
+# others go on. The time limits add up to 450 s.
 #
 #   ANU=target/release/anu ANU_DATA=../shared/data OUT=results/gpu bash scripts/gpu-measure.sh
 set -uo pipefail
@@ -45,31 +45,31 @@ step() {
 "$anu" --version > "$out/anu-version.txt" 2>&1 || true
 
 for dev in cuda wgpu; do
-  step "bench-mnist-$dev" 60 "$anu" bench --device "$dev" --dataset mnist --model-file models/mnist-cnn.safetensors \
+  step "bench-mnist-$dev" 35 "$anu" bench --device "$dev" --dataset mnist --model-file models/mnist-cnn.safetensors \
     --batch-sizes 100,1000 --steps 5 --reps 2 --json "$out/bench-mnist-$dev.json"
-  step "bench-cifar10-$dev" 60 "$anu" bench --device "$dev" --dataset cifar10 --model-file models/cifar-cnn.safetensors \
+  step "bench-cifar10-$dev" 35 "$anu" bench --device "$dev" --dataset cifar10 --model-file models/cifar-cnn.safetensors \
     --batch-sizes 100,1000 --steps 5 --reps 2 --json "$out/bench-cifar10-$dev.json"
-  step "bench-efficientnet-$dev" 75 "$anu" bench --device "$dev" --dataset imagenet-sample --model efficientnet-lite0 \
+  step "bench-efficientnet-$dev" 50 "$anu" bench --device "$dev" --dataset imagenet-sample --model efficientnet-lite0 \
     --model-file "$effnet" --batch-sizes 25,100 --steps 2 --reps 1 --json "$out/bench-efficientnet-$dev.json"
 done
 
 if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
-  step torch-mnist 45 python3 scripts/torch_baseline.py --device cuda --no-attack --dataset mnist \
+  step torch-mnist 25 python3 scripts/torch_baseline.py --device cuda --no-attack --dataset mnist \
     --model models/mnist-cnn.safetensors --batch-sizes 100,1000 --reps 5 --json "$out/torch-mnist-cuda.json"
-  step torch-cifar10 45 python3 scripts/torch_baseline.py --device cuda --no-attack --dataset cifar10 \
+  step torch-cifar10 25 python3 scripts/torch_baseline.py --device cuda --no-attack --dataset cifar10 \
     --model models/cifar-cnn.safetensors --batch-sizes 100,1000 --reps 5 --json "$out/torch-cifar10-cuda.json"
-  step torch-efficientnet 60 python3 scripts/torch_baseline.py --device cuda --no-attack --dataset imagenet-sample \
+  step torch-efficientnet 40 python3 scripts/torch_baseline.py --device cuda --no-attack --dataset imagenet-sample \
     --model "$effnet" --batch-sizes 25,100 --n 100 --reps 3 --json "$out/torch-efficientnet-cuda.json"
 else
   echo "PyTorch with CUDA not importable: no PyTorch rows" | tee -a "$log" >&2
 fi
 
 for precision in f32 tf32; do
-  step "ddn100-cifar10-cuda-$precision" 60 "$anu" attack --device cuda --dataset cifar10 \
+  step "ddn100-cifar10-cuda-$precision" 40 "$anu" attack --device cuda --dataset cifar10 \
     --model-file models/cifar-cnn.safetensors --attack ddn --steps 100 --n 1000 --precision "$precision" \
     --json "$out/ddn100-cifar10-cuda-$precision.json"
 done
-step ddn100-cifar10-wgpu-f32 60 "$anu" attack --device wgpu --dataset cifar10 \
+step ddn100-cifar10-wgpu-f32 40 "$anu" attack --device wgpu --dataset cifar10 \
   --model-file models/cifar-cnn.safetensors --attack ddn --steps 100 --n 1000 \
   --json "$out/ddn100-cifar10-wgpu-f32.json"
 
