@@ -1,4 +1,4 @@
-//! The attack loop shared by DDN (Alg. 1) and ANU (Alg. 2).
+//! The attack loop shared by DDN (Alg. 1), ANU (Alg. 2) and FMN.
 //!
 //! Everything per sample is kept in whole tensors on the device; nothing is read back to the
 //! host inside the loop unless an [`Observer`] asks for it.

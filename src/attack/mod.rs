@@ -1,9 +1,10 @@
-//! Minimal-norm L2 attacks: DDN (Alg. 1) and ANU (Alg. 2) as one loop, [`engine::run`],
-//! that differs between them only in the [`NormUpdate`] rule.
+//! Minimal-norm L2 attacks: DDN (Alg. 1), ANU (Alg. 2) and FMN as one loop, [`engine::run`],
+//! that differs between them only in the [`NormUpdate`] rule (which gives FMN its own objective
+//! and projection too).
 //!
 //! An attack is described by its [`AttackSpec`] (the algorithm's settings, validated when
 //! built; the papers' values in [`paper`]), executed with an [`Execution`] (batch size, pass
-//! chunking) and watched by an [`Observer`] (trace, progress, Figure 4's means).
+//! chunking, [`Precision`]) and watched by an [`Observer`] (trace, progress, Figure 4's means).
 
 pub mod campaign;
 pub mod campaign_checkpoint;

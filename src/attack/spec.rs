@@ -85,7 +85,7 @@ pub enum SpecError {
     },
 }
 
-/// The settings of one DDN/ANU run: everything that determines its result, nothing about how
+/// The settings of one DDN, ANU or FMN run: everything that determines its result, nothing about how
 /// it is executed. Built only through [`AttackSpec::new`] and the `with_*` methods, which
 /// validate, so an `AttackSpec` in hand is always usable.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -258,7 +258,7 @@ impl AttackSpec {
         self.fields.steps
     }
 
-    /// The norm-update rule: DDN or ANU.
+    /// The norm-update rule: DDN, ANU or FMN.
     pub fn norm_update(&self) -> NormUpdate {
         self.fields.norm_update
     }

@@ -1,4 +1,4 @@
-//! `anu attack`: DDN or ANU on the first N test images, summarised as in Tables 1-2.
+//! `anu attack`: DDN, ANU or FMN on the first N test images, summarised as in Tables 1-2.
 //!
 //! The results so far are saved after every batch in a partial file beside the result
 //! (`.NAME.part`); the same command run again after an interruption continues from there, and

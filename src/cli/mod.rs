@@ -35,7 +35,7 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Clean test accuracy of a trained classifier.
     Eval(eval_cmd::EvalArgs),
-    /// Attack the first N test images with DDN or ANU and summarise the norms.
+    /// Attack the first N test images with DDN, ANU or FMN and summarise the norms.
     Attack(attack_cmd::AttackArgs),
     /// Reproduce the paper's Tables 1-2 and Figures 3-4 (attack evaluation).
     Reproduce(reproduce_cmd::ReproduceArgs),

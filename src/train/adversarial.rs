@@ -12,7 +12,7 @@ use crate::models::Classifier;
 /// The attack used inside adversarial training.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Adversary {
-    /// DDN or ANU settings (steps, norm-update rule).
+    /// Attack settings (DDN, ANU or FMN: steps, norm-update rule).
     pub attack: AttackSpec,
     /// Maximum L2 norm of a training perturbation (2.4 on MNIST, 1.0 on CIFAR-10).
     pub max_norm: f32,
