@@ -63,6 +63,18 @@ pub enum Error {
     /// The requested device is not in this build.
     #[error("{0}")]
     Unavailable(String),
+    /// The model computed a NaN or an infinity, so nothing it answers can be trusted.
+    #[error(
+        "the model gives NaN or infinite {what} for {images} of {of} images (weights too large for f32 arithmetic, or broken); no result is reported"
+    )]
+    NonFinite {
+        /// What was not finite (`logits`, `logits or input gradients`).
+        what: &'static str,
+        /// Images concerned.
+        images: usize,
+        /// Images looked at.
+        of: usize,
+    },
     /// A setting of a run (batch size, count, ...) is unusable.
     #[error("{0}")]
     Invalid(String),

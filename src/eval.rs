@@ -7,7 +7,9 @@ use crate::error::{Error, Result};
 use crate::models::Classifier;
 
 /// Fraction and count of correctly classified images, evaluated in batches of `batch_size`
-/// (at least 1) without autodiff. An empty data set is refused: it has no accuracy.
+/// (at least 1) without autodiff. An empty data set is refused: it has no accuracy, and so is
+/// a model that gives a NaN or infinite logit for any image ([`Error::NonFinite`]): its
+/// predictions mean nothing.
 pub fn accuracy(model: &Classifier, data: &Dataset, device: &Device, batch_size: usize) -> Result<(f64, usize)> {
     if batch_size == 0 {
         return Err(Error::Invalid("the evaluation batch size must be at least 1".into()));
@@ -21,7 +23,23 @@ pub fn accuracy(model: &Classifier, data: &Dataset, device: &Device, batch_size:
     while start < data.len() {
         let end = (start + batch_size).min(data.len());
         let (images, labels) = data.batch(start, end, &device.clone().inner());
-        let predicted = model.forward(images).argmax(1).reshape([end - start]);
+        let logits = model.forward(images);
+        let non_finite = logits
+            .clone()
+            .is_finite()
+            .bool_not()
+            .any_dim(1)
+            .int()
+            .sum()
+            .into_scalar::<i64>() as usize;
+        if non_finite > 0 {
+            return Err(Error::NonFinite {
+                what: "logits",
+                images: non_finite,
+                of: end - start,
+            });
+        }
+        let predicted = logits.argmax(1).reshape([end - start]);
         correct += predicted.equal(labels).int().sum().into_scalar::<i64>() as usize;
         start = end;
     }

@@ -19,6 +19,20 @@ fn draw_error(path: &Path, reason: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Lets a figure that cannot be *drawn* (plotters finds no font, say) pass with a warning on
+/// stderr, since the numbers it shows are saved in their own files; every other failure, above
+/// all one to *write* the figure file (a full disk), stays an error, so that a command never
+/// exits successfully without a file it promises.
+pub fn unless_undrawable(result: Result<()>) -> Result<()> {
+    match result {
+        Err(e @ Error::Figure { .. }) => {
+            eprintln!("warning: {e} (the figure is left out; its numbers are saved beside it)");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// One named line of a chart.
 pub struct Series {
     /// Legend label.

@@ -1,7 +1,8 @@
 //! File helpers. Every file anu writes goes through [`write_atomic`]: the bytes go to a fresh
 //! temporary file beside the target, are synced, and the temporary file is renamed onto the
-//! target, so a crash or a full disk never leaves a half-written result and never leaves the
-//! temporary file behind. Only regular files are replaced: a symbolic link, a folder, a device
+//! target, so a crash or a full disk never leaves a half-written result. A failed write removes
+//! its temporary file at once; one left by a process that was killed is removed by the next
+//! write into the same folder ([`remove_stale_temp_files`]). Only regular files are replaced: a symbolic link, a folder, a device
 //! or a FIFO at the target is refused. [`check_output_file`] and [`check_output_dir`] let a
 //! command find an unusable output path before its long work rather than after it. JSON files
 //! are read and written with errors that name the file. A download, too large to hold and meant
@@ -63,6 +64,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::result::Result<(), FileEr
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir).map_err(|e| FileError::new(dir, "cannot create the folder", e))?;
     refuse_non_regular(path)?;
+    sweep_once(dir);
     let mut tmp = temp_file_beside(path)?;
     fill(tmp.as_file_mut(), bytes).map_err(|e| FileError::new(path, "cannot write", e))?;
     replace(tmp, path)
@@ -231,8 +233,18 @@ fn describe(kind: &std::fs::FileType) -> &'static str {
     }
 }
 
+/// Length of the random part of a temporary file's name.
+const TEMP_RANDOM_LEN: usize = 6;
+
+/// Age after which an unlocked temporary file of ours is taken as left by a killed process. The
+/// writer locks its temporary file right after creating it, so only the instant between the two
+/// needs this margin; a minute is far more than that.
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A new temporary file beside `path`, created exclusively under an unpredictable name
-/// (`.<name>.XXXXXX.tmp`); it is removed when dropped.
+/// (`.<name>.XXXXXX.tmp`) and locked (the operating system's advisory lock) for as long as it
+/// is open, which tells [`remove_stale_temp_files`] that a live process owns it; it is removed
+/// when dropped.
 fn temp_file_beside(path: &Path) -> std::result::Result<NamedTempFile, FileError> {
     let name = path
         .file_name()
@@ -240,15 +252,82 @@ fn temp_file_beside(path: &Path) -> std::result::Result<NamedTempFile, FileError
         .unwrap_or_default();
     let prefix = format!(".{name}.");
     let mut builder = tempfile::Builder::new();
-    builder.prefix(&prefix).suffix(".tmp");
+    builder.prefix(&prefix).suffix(".tmp").rand_bytes(TEMP_RANDOM_LEN);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    builder
+    let tmp = builder
         .tempfile_in(parent_dir(path))
-        .map_err(|e| FileError::new(path, "cannot create a temporary file beside", e))
+        .map_err(|e| FileError::new(path, "cannot create a temporary file beside", e))?;
+    // Where the file system has no locks the file is unlocked; it is then still safe from
+    // removal while it is younger than STALE_TEMP_AGE, and a write takes far less.
+    let _ = tmp.as_file().try_lock();
+    Ok(tmp)
+}
+
+/// Whether `name` is one that [`temp_file_beside`] makes: `.<target name>.XXXXXX.tmp`, with
+/// `XXXXXX` six letters or digits.
+fn is_temp_file_name(name: &str) -> bool {
+    let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    match inner.rsplit_once('.') {
+        Some((target, random)) => {
+            !target.is_empty() && random.len() == TEMP_RANDOM_LEN && random.bytes().all(|b| b.is_ascii_alphanumeric())
+        }
+        None => false,
+    }
+}
+
+/// Removes from `dir` the temporary files that anu's writer made and a killed process left:
+/// only names of the writer's form (`.<name>.XXXXXX.tmp`), only regular files older than a
+/// minute, and only those that no process holds locked (a live writer holds its temporary
+/// file locked until it is renamed or removed). Returns how many were removed; a file that
+/// cannot be inspected, locked or removed is left as it is.
+pub fn remove_stale_temp_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if !is_temp_file_name(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age >= STALE_TEMP_AGE);
+        if !meta.file_type().is_file() || !old {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        if file.try_lock().is_ok() && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Runs [`remove_stale_temp_files`] on `dir` the first time this process writes there.
+fn sweep_once(dir: &Path) {
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    let key = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut swept = SWEPT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !swept.contains(&key) {
+        swept.push(key);
+        drop(swept);
+        remove_stale_temp_files(dir);
+    }
 }
 
 /// Writes all of `bytes` to `file` and syncs it to the disk.
@@ -480,6 +559,60 @@ mod tests {
             assert_ne!(name, format!(".x.json.{}.tmp", std::process::id()));
         }
         assert_ne!(a.path(), b.path());
+    }
+
+    /// Makes `dir/name` with a modification time `age` in the past.
+    fn file_aged(dir: &Path, name: &str, age: std::time::Duration) -> PathBuf {
+        let path = dir.join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_modified(std::time::SystemTime::now() - age).unwrap();
+        path
+    }
+
+    #[test]
+    fn temporary_files_left_by_a_killed_writer_are_removed_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        // Left by killed processes: ours, old, unlocked.
+        file_aged(dir.path(), ".latest.json.aB3xY9.tmp", hour);
+        file_aged(dir.path(), ".epoch-0001.optim.Qw12Er.tmp", hour);
+        // A live writer's: ours and old, but locked.
+        let live = file_aged(dir.path(), ".table1.json.LiVe01.tmp", hour);
+        let held = std::fs::File::open(&live).unwrap();
+        held.try_lock().unwrap();
+        // Ours but just made (the instant before the writer locks it).
+        file_aged(dir.path(), ".fig3.json.NeW123.tmp", std::time::Duration::ZERO);
+        // Not names our writer makes.
+        for name in [".notes.tmp", "keep.abcdef.tmp", ".x.json.abc.tmp", ".data.gz.part"] {
+            file_aged(dir.path(), name, hour);
+        }
+        write_atomic(&dir.path().join("out.json"), b"{}").unwrap();
+        assert_eq!(
+            names(dir.path()),
+            [
+                ".data.gz.part",
+                ".fig3.json.NeW123.tmp",
+                ".notes.tmp",
+                ".table1.json.LiVe01.tmp",
+                ".x.json.abc.tmp",
+                "keep.abcdef.tmp",
+                "out.json"
+            ]
+        );
+        // Once the live writer is gone, its file goes too.
+        drop(held);
+        assert_eq!(remove_stale_temp_files(dir.path()), 1);
+        assert!(!live.exists());
+    }
+
+    #[test]
+    fn the_writer_makes_names_the_sweep_recognises_and_locks_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = temp_file_beside(&dir.path().join("m.safetensors")).unwrap();
+        let name = tmp.path().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(is_temp_file_name(&name), "{name}");
+        let other = std::fs::File::open(tmp.path()).unwrap();
+        assert!(other.try_lock().is_err(), "a live writer's temporary file is locked");
     }
 
     #[cfg(unix)]

@@ -9,7 +9,7 @@ use crate::attack::{AttackSet, AttackSpec, Execution, Observer, attack_all};
 use crate::data::{Dataset, DatasetName};
 use crate::error::{Error, Result};
 use crate::eval::predictions;
-use crate::figures::{Cell, Series, image_grid, line_chart};
+use crate::figures::{Cell, Series, image_grid, line_chart, unless_undrawable};
 use crate::fsutil::{create_dir, write_atomic, write_json};
 use crate::models::LoadedModel;
 
@@ -170,11 +170,12 @@ pub fn evaluate(
         loaded.check_fits(dataset)?;
     }
     let set = AttackSet::untargeted(data.clone());
-    Ok(models
+    models
         .iter()
         .map(|(name, loaded)| {
             let model = &loaded.model;
-            let result = attack_all(model, &set, spec, execution, device, true, observer);
+            let result =
+                attack_all(model, &set, spec, execution, device, true, observer).map_err(|e| loaded.blame(e))?;
             let adversarials = result.adversarials.unwrap_or_default();
             let [c, h, w] = data.image_shape;
             let images = Tensor::<1>::from_data(
@@ -184,7 +185,7 @@ pub fn evaluate(
             .reshape([data.len(), c, h, w]);
             let adversarial_predictions = predictions(model, images);
             let clean = result.norms.iter().filter(|&&d| d > 0.0).count() as f64 / data.len() as f64;
-            ModelRobustness {
+            Ok(ModelRobustness {
                 name: name.clone(),
                 file: loaded.path.display().to_string(),
                 clean_accuracy: clean,
@@ -193,9 +194,9 @@ pub fn evaluate(
                 seconds: result.seconds,
                 adversarials,
                 adversarial_predictions,
-            }
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Writes `robustness.json`, `robustness.csv`, `fig5.png` and `fig6.png` to `out`.
@@ -222,15 +223,13 @@ pub fn write_outputs(
             points: eps.iter().copied().zip(r.accuracy.iter().copied()).collect(),
         })
         .collect();
-    if let Err(e) = line_chart(
+    unless_undrawable(line_chart(
         &out.join("fig5.png"),
         "Figure 5: accuracy vs maximum L2 norm",
         "maximum L2 norm eps",
         "accuracy",
         &series,
-    ) {
-        eprintln!("warning: {e}");
-    }
+    ))?;
 
     let len = data.image_len();
     let k = fig6_images.min(data.len());
@@ -261,15 +260,12 @@ pub fn write_outputs(
     }
     // Small images are enlarged; ImageNet-sized ones are drawn at half size.
     let scale = (84 / data.image_shape[1]).max(1);
-    if let Err(e) = image_grid(
+    unless_undrawable(image_grid(
         &out.join("fig6.png"),
         "Figure 6: adversarial examples (L2 norm above, predicted class below)",
         &rows,
         scale,
-    ) {
-        eprintln!("warning: {e}");
-    }
-    Ok(())
+    ))
 }
 
 #[cfg(test)]
@@ -318,6 +314,31 @@ mod tests {
             seconds: 1.0,
             adversarials: Vec::new(),
             adversarial_predictions: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_figure_that_cannot_be_written_is_an_error_that_names_it() {
+        let data = Dataset::new(vec![128; 2 * 4 * 4], vec![0, 1], [1, 4, 4], 2).unwrap();
+        let mut r = result("m", vec![1.0, 0.5]);
+        r.distances = vec![Some(0.5), None];
+        r.adversarials = vec![0.5; 2 * 16];
+        r.adversarial_predictions = vec![1, 0];
+        let classes = ["a".to_string(), "b".to_string()];
+        for figure in ["fig5.png", "fig6.png"] {
+            let out = tempfile::tempdir().unwrap();
+            // A folder where the figure goes: it cannot be written, as on a full disk.
+            std::fs::create_dir(out.path().join(figure)).unwrap();
+            let err = write_outputs(out.path(), &data, &[0.0, 1.0], std::slice::from_ref(&r), &classes, 2)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(figure), "{figure}: {err}");
+        }
+        // With nothing in the way, every promised file is there.
+        let out = tempfile::tempdir().unwrap();
+        write_outputs(out.path(), &data, &[0.0, 1.0], &[r], &classes, 2).unwrap();
+        for file in ["robustness.json", "robustness.csv", "fig5.png", "fig6.png"] {
+            assert!(out.path().join(file).is_file(), "{file}");
         }
     }
 

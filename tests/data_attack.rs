@@ -83,10 +83,11 @@ fn untargeted_anu_and_ddn_find_real_near_minimal_adversarials() {
         &device,
         false,
         &mut NoObserver,
-    );
+    )
+    .unwrap();
     let (reference_mean, _) = anu::attack::stats::mean_median(&reference.norms);
     for rule in [ANU_MNIST, NormUpdate::Ddn { gamma: 0.05 }] {
-        let r = attack_all(&model, &set, &spec(60, rule), &exec(12), &device, true, &mut NoObserver);
+        let r = attack_all(&model, &set, &spec(60, rule), &exec(12), &device, true, &mut NoObserver).unwrap();
         let adv = r.adversarials.clone().unwrap();
         assert!(
             r.success.iter().all(|&s| s),
@@ -121,7 +122,8 @@ fn targeted_attacks_reach_their_targets() {
         &Device::flex(),
         true,
         &mut NoObserver,
-    );
+    )
+    .unwrap();
     assert!(r.success.iter().filter(|&&s| s).count() >= 17, "{:?}", r.success);
     check_adversarials(&model, &set, r.adversarials.as_ref().unwrap(), &r.norms, &r.success);
 }
@@ -212,7 +214,7 @@ fn quantised_iterates_lie_on_the_256_level_grid() {
     let model = model();
     let set = AttackSet::untargeted(common::mnist_test(6));
     let spec = spec(30, NormUpdate::Ddn { gamma: 0.05 }).with_quantize(true);
-    let r = attack_all(&model, &set, &spec, &exec(6), &Device::flex(), true, &mut NoObserver);
+    let r = attack_all(&model, &set, &spec, &exec(6), &Device::flex(), true, &mut NoObserver).unwrap();
     let adv = r.adversarials.unwrap();
     assert!(adv.iter().all(|&p| ((p * 255.0) - (p * 255.0).round()).abs() < 1e-3));
     check_adversarials(&model, &set, &adv, &r.norms, &r.success);
@@ -309,7 +311,8 @@ fn a_progress_observer_sees_every_iteration_of_every_batch() {
         &Device::flex(),
         false,
         &mut EveryStep(|| calls += 1),
-    );
+    )
+    .unwrap();
     assert_eq!(calls, 3 * 7, "3 batches of 7 iterations");
 }
 

@@ -21,7 +21,7 @@ fn a_campaign_resumed_from_its_saved_progress_equals_an_uninterrupted_one() {
     let set = AttackSet::untargeted(common::mnist_test(10));
     let spec = AttackSpec::new(20, NormUpdate::Ddn { gamma: 0.05 }).unwrap();
     let execution = Execution::new(4, 64).unwrap();
-    let whole = attack_all(&model, &set, &spec, &execution, &device, false, &mut NoObserver);
+    let whole = attack_all(&model, &set, &spec, &execution, &device, false, &mut NoObserver).unwrap();
 
     // A first run that saves after every batch and stops after its first (4 attacks).
     let dir = tempfile::tempdir().unwrap();
@@ -33,7 +33,7 @@ fn a_campaign_resumed_from_its_saved_progress_equals_an_uninterrupted_one() {
     };
     let mut checkpoint = CampaignCheckpoint::resume_or_new(&path, run.clone(), &set).unwrap();
     checkpoint.start_segment("flex".into(), "test".into(), "test".into());
-    let first = attack_all(&model, &first_batch, &spec, &execution, &device, false, &mut NoObserver);
+    let first = attack_all(&model, &first_batch, &spec, &execution, &device, false, &mut NoObserver).unwrap();
     checkpoint.record(&first);
     checkpoint.save(&path).unwrap();
 
@@ -53,7 +53,8 @@ fn a_campaign_resumed_from_its_saved_progress_equals_an_uninterrupted_one() {
             saves += 1;
             resumed.record(so_far);
         },
-    );
+    )
+    .unwrap();
     assert_eq!(saves, 2, "two batches were left: 4 + 2 attacks");
     assert_eq!(rest.norms, whole.norms);
     assert_eq!(rest.success, whole.success);

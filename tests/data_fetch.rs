@@ -29,6 +29,10 @@ enum Behaviour {
     CutShort(usize),
     /// Like `CutShort`, and `Range` is ignored (every answer is the whole file, status 200).
     CutShortNoRange(usize),
+    /// No length is announced and the body never ends (junk until the client hangs up).
+    Endless,
+    /// The file, one byte every 100 ms.
+    Trickle,
 }
 
 /// One request the server received: the path and the first byte asked for, if any.
@@ -127,8 +131,15 @@ fn answer(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         let middle = body.len() / 2;
         body[middle] ^= 0xff;
     }
+    if behaviour == Behaviour::Endless {
+        stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+        let junk = vec![b'x'; 1 << 16];
+        loop {
+            stream.write_all(&junk)?;
+        }
+    }
     let (honour_range, cut) = match behaviour {
-        Behaviour::Normal | Behaviour::Corrupt => (true, false),
+        Behaviour::Normal | Behaviour::Corrupt | Behaviour::Endless | Behaviour::Trickle => (true, false),
         Behaviour::CutShort(n) => (true, earlier < n),
         Behaviour::CutShortNoRange(n) => (false, earlier < n),
     };
@@ -155,7 +166,15 @@ fn answer(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     head.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", body.len()));
     stream.write_all(head.as_bytes())?;
     let sent = if cut { &body[..body.len() / 2] } else { body };
-    stream.write_all(sent)?;
+    if behaviour == Behaviour::Trickle {
+        for byte in sent {
+            stream.write_all(std::slice::from_ref(byte))?;
+            stream.flush()?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    } else {
+        stream.write_all(sent)?;
+    }
     stream.flush()?;
     stream.shutdown(std::net::Shutdown::Both)
 }
@@ -168,6 +187,7 @@ fn options(attempts: usize) -> FetchOptions {
         connect_timeout: Duration::from_secs(5),
         read_timeout: Duration::from_secs(10),
         progress: false,
+        ..FetchOptions::default()
     }
 }
 
@@ -663,4 +683,53 @@ fn a_second_fetch_into_the_same_folder_waits_for_the_first() {
     let report = waiter.join().unwrap().unwrap();
     assert_eq!(report.written.len(), 4);
     assert_eq!(common::file_names(&folder), sorted_names(&files));
+}
+
+#[test]
+fn an_endless_body_is_cut_off_and_deleted_not_kept_for_later() {
+    let server = Server::start();
+    let files = mnist_files(3);
+    for (name, bytes) in &files {
+        server.serve(&format!("mnist/{name}"), bytes, Behaviour::Endless);
+    }
+    let root = tempfile::tempdir().unwrap();
+    let folder = root.path().join("mnist");
+    let plan = file_plan(&files, vec![server.url("mnist")]);
+    let capped = FetchOptions {
+        max_bytes: 1 << 20,
+        ..options(2)
+    };
+    let err = fetch::fetch(&plan, &folder, &capped).unwrap_err().to_string();
+    assert!(
+        err.contains("more than 1048576 bytes") && err.contains("deleted"),
+        "{err}"
+    );
+    assert!(!err.contains("continues from there"), "{err}");
+    assert!(
+        common::file_names(&folder).is_empty(),
+        "{:?}",
+        common::file_names(&folder)
+    );
+}
+
+#[test]
+fn a_trickling_server_is_given_up_on_with_a_clear_message() {
+    let server = Server::start();
+    let files = mnist_files(3);
+    for (name, bytes) in &files {
+        server.serve(&format!("mnist/{name}"), bytes, Behaviour::Trickle);
+    }
+    let root = tempfile::tempdir().unwrap();
+    let folder = root.path().join("mnist");
+    let plan = file_plan(&files, vec![server.url("mnist")]);
+    // 10 bytes/s arrive, 1000 are asked for; a read never waits longer than its timeout.
+    let slow = FetchOptions {
+        min_rate: 1000,
+        rate_window: Duration::from_millis(500),
+        ..options(1)
+    };
+    let start = std::time::Instant::now();
+    let err = fetch::fetch(&plan, &folder, &slow).unwrap_err().to_string();
+    assert!(err.contains("slower than the 1000 bytes/s accepted"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
 }

@@ -35,7 +35,8 @@ fn results_do_not_depend_on_pass_chunks_or_batches() {
         &device,
         true,
         &mut NoObserver,
-    );
+    )
+    .unwrap();
     assert!(
         reference.success.iter().any(|&s| s),
         "the attack should break some images"
@@ -49,7 +50,8 @@ fn results_do_not_depend_on_pass_chunks_or_batches() {
             &device,
             true,
             &mut NoObserver,
-        );
+        )
+        .unwrap();
         assert_eq!(r.success, reference.success, "batch {batch} chunk {chunk}");
         for (a, b) in r.norms.iter().zip(&reference.norms) {
             assert!(
@@ -68,10 +70,10 @@ fn observers_do_not_change_the_run_and_record_every_attack() {
     let spec = AttackSpec::new(9, NormUpdate::Ddn { gamma: 0.05 }).unwrap();
     let device = Device::flex();
     let exec = Execution::new(2, 0).unwrap();
-    let plain = attack_all(&model, &set, &spec, &exec, &device, true, &mut NoObserver);
+    let plain = attack_all(&model, &set, &spec, &exec, &device, true, &mut NoObserver).unwrap();
     let mut trace = TraceRecorder::default();
     let mut means = MeanNormRecorder::default();
-    let watched = attack_all(&model, &set, &spec, &exec, &device, true, &mut (&mut trace, &mut means));
+    let watched = attack_all(&model, &set, &spec, &exec, &device, true, &mut (&mut trace, &mut means)).unwrap();
     assert_eq!(plain.norms, watched.norms);
     assert_eq!(plain.adversarials, watched.adversarials);
     // Three batches (2 + 2 + 1): every iteration's row holds all 5 attacks.
@@ -210,7 +212,8 @@ fn fmn_finds_adversarials_and_its_iterates_stay_inside_the_ball() {
         &Device::flex(),
         true,
         &mut trace,
-    );
+    )
+    .unwrap();
     // (Exact minimal norms are checked on affine models in tests/oracle.rs.)
     assert!(r.success.iter().filter(|&&s| s).count() >= 4, "{:?}", r.success);
     // Each evaluated iterate lies inside the ball of the previous iteration's radius.

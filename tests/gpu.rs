@@ -103,7 +103,7 @@ fn a_short_anu_attack_finds_the_same_adversarials() {
     .unwrap();
     let run = |device: &Device, backend| {
         let exec = Execution::for_device(backend, set.len()).unwrap();
-        attack_all(&model, &set, &spec, &exec, device, true, &mut NoObserver)
+        attack_all(&model, &set, &spec, &exec, device, true, &mut NoObserver).unwrap()
     };
     let cpu = run(&Device::flex(), anu::device::Backend::Flex);
     let on_gpu = run(&gpu, anu::device::Backend::Wgpu);

@@ -184,8 +184,8 @@ fn the_exported_mnist_cnn_is_attacked_as_the_built_in_one() {
     ] {
         let spec = AttackSpec::new(15, update).unwrap();
         let exec = Execution::new(6, 0).unwrap();
-        let a = attack_all(&builtin.model, &set, &spec, &exec, &device, false, &mut NoObserver);
-        let b = attack_all(&exported.model, &set, &spec, &exec, &device, false, &mut NoObserver);
+        let a = attack_all(&builtin.model, &set, &spec, &exec, &device, false, &mut NoObserver).unwrap();
+        let b = attack_all(&exported.model, &set, &spec, &exec, &device, false, &mut NoObserver).unwrap();
         assert_eq!(a.success, b.success, "{update:?}");
         assert!(a.success.iter().any(|&s| s), "the attack should break some images");
         for (x, y) in a.norms.iter().zip(&b.norms) {

@@ -253,7 +253,8 @@ fn an_interrupted_row_continues_from_its_finished_batches() {
         &device,
         false,
         &mut NoObserver,
-    );
+    )
+    .unwrap();
     let norms: Vec<f64> = std::iter::repeat_n(0.5, 10)
         .chain(tail.norms.iter().map(|&n| n as f64))
         .filter(|n| n.is_finite())

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use anu::data::{Dataset, DatasetName};
@@ -166,6 +167,19 @@ fn unusable_settings_are_refused_before_any_work() {
             "{flag}: {stderr}"
         );
     }
+    for flag in ["--stop-after-epochs=0", "--epochs=0"] {
+        let (ok, stderr) = anu(&["train", flag, "--out", &out, "--data-dir", &data]);
+        assert!(
+            !ok && stderr.contains("at least 1") && !stderr.contains("no-data"),
+            "{flag}: {stderr}"
+        );
+    }
+    let no_epoch = RunOptions {
+        stop_after: Some(0),
+        ..Default::default()
+    };
+    let err = train(&base, &images(8), None, &Device::flex(), Path::new(&out), &no_epoch).unwrap_err();
+    assert!(err.to_string().contains("--stop-after-epochs"), "{err}");
     let (ok, stderr) = anu(&["train", "--resume", "--force", "--out", &out, "--data-dir", &data]);
     assert!(
         !ok && stderr.contains("--force") && stderr.contains("--resume"),
@@ -255,4 +269,35 @@ fn a_checkpoint_is_never_replaced_without_resume_or_force() {
         common::file_names(&ckpt),
         ["epoch-0003.bpk", "epoch-0003.optim", "latest.json"]
     );
+}
+
+#[test]
+fn a_damaged_checkpoint_file_is_refused_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.safetensors");
+    let ckpt = dir.path().join("m.safetensors.ckpt");
+    let data = images(16);
+    let device = Device::flex();
+    let config = common::train_config(2, None);
+    let stop_after_one = RunOptions {
+        stop_after: Some(1),
+        ..Default::default()
+    };
+    train(&config, &data, None, &device, &out, &stop_after_one).unwrap();
+    for name in ["epoch-0001.bpk", "epoch-0001.optim"] {
+        let path = ckpt.join(name);
+        let good = std::fs::read(&path).unwrap();
+        // One flipped bit in the last byte (tensor data, which no format check sees).
+        let mut bad = good.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        let err = train(&config, &data, None, &device, &out, &options(true, false))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(name) && err.contains("SHA-256"), "{name}: {err}");
+        std::fs::write(&path, &good).unwrap();
+    }
+    // Undamaged, it resumes and finishes.
+    let log = train(&config, &data, None, &device, &out, &options(true, false)).unwrap();
+    assert_eq!(log.len(), 2);
 }

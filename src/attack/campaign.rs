@@ -7,6 +7,7 @@ use burn::prelude::*;
 
 use super::{AttackSpec, AttackedModel, Execution, Goal, Observer, Recheck, run};
 use crate::data::{Dataset, Label, labels_tensor};
+use crate::error::{Error, Result};
 use crate::models::Classifier;
 
 /// Images to attack and, for a targeted attack, one target label per image.
@@ -120,7 +121,7 @@ pub fn attack_all(
     device: &Device,
     keep_adversarials: bool,
     observer: &mut impl Observer,
-) -> CampaignResult {
+) -> Result<CampaignResult> {
     let nothing_done = CampaignResult {
         norms: Vec::new(),
         success: Vec::new(),
@@ -135,7 +136,9 @@ pub fn attack_all(
 /// run already made (their results in `done`; adversarial images are kept when
 /// `done.adversarials` is there), and calls `after_batch` with the results so far after every
 /// batch, e.g. to save them. Each batch is attacked as the uninterrupted run would: the
-/// attacks are independent of each other.
+/// attacks are independent of each other. A batch in which the model gave a NaN or infinite
+/// logit or gradient stops the campaign with [`Error::NonFinite`], before its results are
+/// added or saved.
 #[allow(clippy::too_many_arguments)]
 pub fn attack_remaining(
     model: &Classifier,
@@ -146,7 +149,7 @@ pub fn attack_remaining(
     done: CampaignResult,
     observer: &mut impl Observer,
     after_batch: &mut dyn FnMut(&CampaignResult),
-) -> CampaignResult {
+) -> Result<CampaignResult> {
     let prepared = AttackedModel::with_precision(model, device, execution.precision());
     let ad_device = device.clone().autodiff();
     let batch_size = execution.batch_size();
@@ -164,6 +167,13 @@ pub fn attack_remaining(
         let t0 = Instant::now();
         let result = run(&prepared, images, &goal, spec, execution.pass_chunk(), observer);
         let _ = device.sync();
+        if result.non_finite > 0 {
+            return Err(Error::NonFinite {
+                what: "logits or input gradients",
+                images: result.non_finite,
+                of: end - start,
+            });
+        }
         so_far.seconds += t0.elapsed().as_secs_f64() - result.observer_seconds;
         so_far.norms.extend(result.norms);
         so_far.success.extend(result.success);
@@ -174,7 +184,7 @@ pub fn attack_remaining(
         after_batch(&so_far);
         start = end;
     }
-    so_far
+    Ok(so_far)
 }
 
 #[cfg(test)]

@@ -50,6 +50,9 @@ pub struct AttackResult {
     pub observer_seconds: f64,
     /// The full-f32 check of the successes of a reduced-precision run (zero in f32).
     pub recheck: Recheck,
+    /// Samples for which the model gave a NaN or infinite logit or input gradient at some
+    /// iteration (0 for a sound model): their norms and successes mean nothing.
+    pub non_finite: usize,
 }
 
 /// A classifier ready to be attacked: in evaluation mode (no dropout), on an autodiff device,
@@ -135,6 +138,7 @@ pub fn run(
     let mut best_norm = worst_norm.clone();
     let mut best_adv = x.clone();
     let mut found = Tensor::<1>::zeros([b], &device).bool();
+    let mut non_finite = Tensor::<1>::zeros([b], &device).bool();
     let mut eps = Tensor::<1>::full([b], spec.init_eps(), &device);
     let mut x_adv = x.clone(); // Alg. 2 step 1: delta_0 = 0, x'_0 = x.
     let mut rule_state = spec.norm_update().start(b, &device);
@@ -152,7 +156,7 @@ pub fn run(
         let (logits, grad, objective) =
             logits_and_input_gradient(model, &x_adv, &label_index, targeted, rule.objective(), pass_chunk);
 
-        let predicted = logits.argmax(1).reshape([b]);
+        let predicted = logits.clone().argmax(1).reshape([b]);
         let adversarial = if targeted {
             predicted.equal(labels.clone())
         } else {
@@ -175,6 +179,10 @@ pub fn run(
 
         // Step 6: delta_k = delta_{k-1} + alpha g / ||g||_2.
         let grad_norm = sample_norm(grad.clone());
+        // Samples whose logits or gradient left f32's finite range (read once, after the loop).
+        non_finite = non_finite
+            .bool_or(logits.is_finite().bool_not().any_dim(1).reshape([b]))
+            .bool_or(grad_norm.clone().is_finite().bool_not());
         let direction = normalise(grad, grad_norm.clone(), &fallback);
         let delta = delta.add(direction.mul_scalar(alpha));
 
@@ -221,6 +229,7 @@ pub fn run(
         }
     }
 
+    let non_finite = non_finite.int().sum().into_scalar::<i64>() as usize;
     let mut success: Vec<bool> = found.into_data().iter::<bool>().collect();
     let mut norms: Vec<f32> = super::observe::to_vec(best_norm)
         .into_iter()
@@ -238,6 +247,7 @@ pub fn run(
         success,
         observer_seconds,
         recheck,
+        non_finite,
     }
 }
 

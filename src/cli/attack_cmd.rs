@@ -124,7 +124,8 @@ pub fn run(args: AttackArgs) -> Result<()> {
         done,
         &mut observers,
         &mut save,
-    );
+    )
+    .map_err(|e| loaded.blame(e))?;
     bar.finish_and_clear();
     let (mean, median) = mean_median(&result.norms);
     let norms: Vec<Option<f32>> = result.norms.iter().map(|n| n.is_finite().then_some(*n)).collect();

@@ -29,7 +29,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let loaded = args.common.load_model(&args.model_file, &device)?;
     let test = args.common.load(Split::Test)?;
     let batch = args.batch_size.unwrap_or(args.common.dataset.info().default_batch_size);
-    let (acc, correct) = anu::eval::accuracy(&loaded.model, &test, &device, batch)?;
+    let (acc, correct) = anu::eval::accuracy(&loaded.model, &test, &device, batch).map_err(|e| loaded.blame(e))?;
     if args.json {
         println!(
             "{}",

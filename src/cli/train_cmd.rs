@@ -12,7 +12,7 @@ use anu::models::Architecture;
 use anu::train::adversarial::Adversary;
 use anu::train::{LrSchedule, OptimizerKind, RunOptions, TrainConfig, train};
 
-use super::Common;
+use super::{Common, at_least_one};
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -118,6 +118,9 @@ pub fn config(args: &TrainArgs) -> Result<TrainConfig> {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    if let Some(n) = args.stop_after_epochs {
+        at_least_one(n, "--stop-after-epochs")?;
+    }
     anu::fsutil::check_output_file(&args.out)?;
     anu::fsutil::check_output_dir(&anu::train::checkpoint_dir(&args.out))?;
     if let Some(path) = &args.log_json {

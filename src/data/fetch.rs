@@ -227,6 +227,14 @@ pub struct FetchOptions {
     pub connect_timeout: Duration,
     /// Longest wait for the next bytes from the server.
     pub read_timeout: Duration,
+    /// Slowest transfer accepted, in bytes per second, averaged over every [`Self::rate_window`]:
+    /// a server that keeps the connection alive with a trickle (which no read timeout catches)
+    /// is given up on, and the bytes it sent are kept for the next try.
+    pub min_rate: u64,
+    /// The span over which [`Self::min_rate`] is measured.
+    pub rate_window: Duration,
+    /// Most bytes accepted for one file: a body that goes on beyond it is junk, and is deleted.
+    pub max_bytes: u64,
     /// Show a progress bar per download (on stderr, and only on a terminal).
     pub progress: bool,
 }
@@ -238,6 +246,9 @@ impl Default for FetchOptions {
             retry_wait: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
+            min_rate: 1024,
+            rate_window: Duration::from_secs(60),
+            max_bytes: MAX_DOWNLOAD_BYTES,
             progress: true,
         }
     }
@@ -639,6 +650,8 @@ impl<'a> Fetcher<'a> {
         let mut reader = body.into_reader();
         let mut buf = vec![0u8; 1 << 16];
         let mut got = 0u64;
+        let (max_bytes, window) = (self.options.max_bytes, self.options.rate_window);
+        let mut window_start = (std::time::Instant::now(), 0u64);
         let outcome = loop {
             let n = match reader.read(&mut buf) {
                 Ok(0) => break Ok(()),
@@ -651,9 +664,12 @@ impl<'a> Fetcher<'a> {
                     )));
                 }
             };
-            if start + got + n as u64 > MAX_DOWNLOAD_BYTES {
-                break Err(Failure::Permanent(format!(
-                    "the server sends more than {MAX_DOWNLOAD_BYTES} bytes, far more than the file holds"
+            if start + got + n as u64 > max_bytes {
+                // Nothing of such a body can be trusted: it is deleted, not continued.
+                drop(file);
+                fsutil::remove_if_present(path)?;
+                return Err(Failure::Permanent(format!(
+                    "the server sends more than {max_bytes} bytes, far more than the file holds; what it sent is deleted"
                 )));
             }
             file.write_all(&buf[..n])
@@ -661,6 +677,19 @@ impl<'a> Fetcher<'a> {
             got += n as u64;
             self.report.bytes_downloaded += n as u64;
             bar.inc(n as u64);
+            let elapsed = window_start.0.elapsed();
+            if elapsed >= window {
+                let rate = (got - window_start.1) as f64 / elapsed.as_secs_f64();
+                if rate < self.options.min_rate as f64 {
+                    break Err(Failure::Transient(format!(
+                        "the server sent {} bytes in the last {:.0} s, slower than the {} bytes/s accepted",
+                        got - window_start.1,
+                        elapsed.as_secs_f64(),
+                        self.options.min_rate
+                    )));
+                }
+                window_start = (std::time::Instant::now(), got);
+            }
         };
         // What arrived is kept for the next try, whatever happened after it.
         file.sync_all().map_err(|e| FileError::new(path, "cannot write", e))?;

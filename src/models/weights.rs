@@ -55,6 +55,15 @@ impl LoadedModel {
     pub fn check_fits(&self, dataset: DatasetName) -> Result<(), ModelError> {
         check_fits(self.input_spec(), self.arch.name(), &self.path, dataset)
     }
+
+    /// `e`, with this model's file named when the error is the model's own (it computed a NaN
+    /// or an infinity); any other error as it is.
+    pub fn blame(&self, e: crate::Error) -> crate::Error {
+        match e {
+            crate::Error::NonFinite { .. } => format_err(&self.path, e.to_string()).into(),
+            other => other,
+        }
+    }
 }
 
 fn format_err(path: &Path, reason: impl Into<String>) -> ModelError {

@@ -141,7 +141,8 @@ pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions
                     save_failed = true;
                 }
             },
-        );
+        )
+        .map_err(|e| model.blame(e))?;
         if job.records_fig4() {
             let data = Fig4Data {
                 attack: job.attack,
@@ -187,7 +188,7 @@ pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions
     }
     if !fig4.is_empty() {
         fig4.sort_by_key(|f| options.attacks.iter().position(|a| *a == f.attack));
-        report::figure4(out, options.dataset, test.len(), &fig4);
+        report::figure4(out, options.dataset, test.len(), &fig4)?;
     }
     Ok(all)
 }
@@ -215,7 +216,8 @@ fn figure3_runs(
             device,
             false,
             &mut (EveryStep(|| bar.inc(1)), &mut trace),
-        );
+        )
+        .map_err(|e| model.blame(e))?;
         data.push(Fig3Data {
             attack,
             best_norm: trace

@@ -6,7 +6,7 @@ use super::rows::{Fig4Data, Row, Table};
 use crate::attack::AttackKind;
 use crate::data::DatasetName;
 use crate::error::Result;
-use crate::figures::{Series, line_chart};
+use crate::figures::{Series, line_chart, unless_undrawable};
 use crate::fsutil::{write_atomic, write_json};
 
 /// Data behind Figure 3: best adversarial norm so far per iteration for one image.
@@ -75,18 +75,17 @@ pub fn figure3(out: &Path, dataset: DatasetName, steps: usize, data: &[Fig3Data]
                 .collect(),
         })
         .collect();
-    warn_on_error(line_chart(
+    unless_undrawable(line_chart(
         &out.join("fig3.png"),
         &format!("Figure 3: {dataset} first test image, {steps} iterations"),
         "iteration",
         "minimum adversarial L2 norm so far",
         &series,
-    ));
-    Ok(())
+    ))
 }
 
 /// Draws `fig4.png` from the saved mean norms.
-pub fn figure4(out: &Path, dataset: DatasetName, n_images: usize, data: &[Fig4Data]) {
+pub fn figure4(out: &Path, dataset: DatasetName, n_images: usize, data: &[Fig4Data]) -> Result<()> {
     let series: Vec<Series> = data
         .iter()
         .map(|f| Series {
@@ -99,18 +98,34 @@ pub fn figure4(out: &Path, dataset: DatasetName, n_images: usize, data: &[Fig4Da
                 .collect(),
         })
         .collect();
-    warn_on_error(line_chart(
+    unless_undrawable(line_chart(
         &out.join("fig4.png"),
         &format!("Figure 4: {dataset} first {n_images} test images"),
         "iteration",
         "mean L2 norm of the perturbed images",
         &series,
-    ));
+    ))
 }
 
-/// A figure that cannot be drawn (no font, say) is a warning: the numbers are saved anyway.
-fn warn_on_error(result: Result<()>) {
-    if let Err(e) = result {
-        eprintln!("warning: {e}");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_figure_that_cannot_be_written_is_an_error_that_names_it() {
+        let data = [Fig3Data {
+            attack: AttackKind::Ddn,
+            best_norm: vec![None, Some(1.5), Some(1.2)],
+        }];
+        let out = tempfile::tempdir().unwrap();
+        // A folder where the figure goes: it cannot be written, as on a full disk.
+        std::fs::create_dir(out.path().join("fig3.png")).unwrap();
+        let err = figure3(out.path(), DatasetName::Mnist, 3, &data)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fig3.png"), "{err}");
+        let out = tempfile::tempdir().unwrap();
+        figure3(out.path(), DatasetName::Mnist, 3, &data).unwrap();
+        assert!(out.path().join("fig3.png").is_file());
     }
 }

@@ -1,5 +1,6 @@
 //! Training checkpoints: after every epoch the model, the optimiser state and the log go to
-//! `<out>.ckpt/`, each file written atomically, then `latest.json` is pointed at them.
+//! `<out>.ckpt/`, each file written atomically, then `latest.json` is pointed at them with the
+//! SHA-256 of each, which a resumed run checks before it uses them.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,7 @@ use burn::tensor::Bytes;
 
 use super::{EpochLog, TrainConfig};
 use crate::error::{Error, Result};
-use crate::fsutil::{JsonFile, create_dir, read_json, read_regular, write_atomic, write_json};
+use crate::fsutil::{JsonFile, create_dir, read_json, read_regular, sha256_hex, write_atomic, write_json};
 use crate::models::{Classifier, weights};
 
 /// Largest checkpoint file read (the optimiser state of Adam is twice the weights).
@@ -28,6 +29,12 @@ struct CheckpointIndex {
     log: Vec<EpochLog>,
     weights: String,
     optimizer: String,
+    /// SHA-256 of the weights file (absent in checkpoints written before digests were kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    weights_sha256: Option<String>,
+    /// SHA-256 of the optimiser-state file (likewise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    optimizer_sha256: Option<String>,
 }
 
 /// A training state restored from a checkpoint.
@@ -87,6 +94,7 @@ pub fn restore(
     let weights = checkpoint_file(ckpt, &index.weights)?;
     let bytes = read_regular(&weights, MAX_CHECKPOINT_FILE_BYTES)
         .map_err(|e| Error::io(&weights, "cannot read the checkpoint", e))?;
+    check_digest(&weights, &bytes, index.weights_sha256.as_deref())?;
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| corrupt(&weights, format!("corrupt checkpoint: {e:?}")))?;
     let model = with_stable_ids(
@@ -105,6 +113,7 @@ pub fn restore(
     let optim_path = checkpoint_file(ckpt, &index.optimizer)?;
     let bytes = read_regular(&optim_path, MAX_CHECKPOINT_FILE_BYTES)
         .map_err(|e| Error::io(&optim_path, "cannot read the optimiser state", e))?;
+    check_digest(&optim_path, &bytes, index.optimizer_sha256.as_deref())?;
     let optimizer = optimizer
         .from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| corrupt(&optim_path, format!("corrupt optimiser state: {e:?}")))?;
@@ -113,6 +122,20 @@ pub fn restore(
         optimizer,
         log: index.log,
     }))
+}
+
+/// Refuses the bytes read from `path` when they differ from what was written there: their
+/// SHA-256 is not the `expected` one the index recorded.
+fn check_digest(path: &Path, bytes: &[u8], expected: Option<&str>) -> Result<()> {
+    match expected {
+        Some(expected) if sha256_hex(bytes) != expected => Err(corrupt(
+            path,
+            format!(
+                "the file changed after it was written (its SHA-256 is not the {expected} that {INDEX} recorded): it is damaged; pass --force instead of --resume to start over"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The path of a file the index names, which must be a plain `epoch-*` name inside `ckpt`.
@@ -235,6 +258,8 @@ pub fn save(
         log: log.to_vec(),
         weights: weights_name.clone(),
         optimizer: optim_name.clone(),
+        weights_sha256: Some(sha256_hex(&record)),
+        optimizer_sha256: Some(sha256_hex(&bytes)),
     };
     write_json(&ckpt.join(INDEX), &index)?;
     let entries = std::fs::read_dir(ckpt).map_err(|e| Error::io(ckpt, "cannot list", e))?;

@@ -79,6 +79,11 @@ pub fn train(
             "--resume continues a checkpoint and --force deletes it: pass only one".into(),
         ));
     }
+    if options.stop_after == Some(0) {
+        return Err(Error::Invalid(
+            "--stop-after-epochs must be at least 1 (a run of no epoch trains nothing)".into(),
+        ));
+    }
     let train_set = match config.train_subset {
         Some(n) => train_set.take(n),
         None => train_set.clone(),

@@ -305,7 +305,12 @@ fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut
                 ));
             }
             let pads = resolve(*padding, [h, w], [kh, kw], *stride, *dilation);
+            check_per_image(
+                &[c, h + pads[0].0 + pads[0].1, w + pads[1].0 + pads[1].1],
+                "a padded convolution input",
+            )?;
             let [oh, ow] = out_size([h, w], [kh, kw], *stride, *dilation, pads, false)?;
+            check_per_image(&[o, oh, ow], "a convolution output")?;
             *macs += (oh * ow * o * cg * kh * kw) as u64 * n as u64;
             let options = ConvOptions::new_with_padding(*stride, pads, *dilation, *groups);
             let bias = bias.map(|b| tensors.biases[b].val());
@@ -545,6 +550,12 @@ fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut
             if !pads.iter().zip(&dims).all(|p| fits(&p)) {
                 return Err(format!("padding {pads:?} ({mode:?}) of a value of shape {dims:?}"));
             }
+            let padded: Vec<usize> = dims
+                .iter()
+                .zip(pads)
+                .map(|(&d, &(a, b))| d.saturating_add(a).saturating_add(b))
+                .collect();
+            check_per_image(&padded[1..], "a padded value")?;
             let mode = match mode {
                 PadKind::Constant(v) => PadMode::Constant(*v),
                 PadKind::Reflect => PadMode::Reflect,
@@ -638,6 +649,23 @@ fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
             _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
         })
         .collect()
+}
+
+/// Most values per image that one operation may make: 64M (256 MiB of f32), far above any
+/// layer of the usual architectures (ResNet-50's largest holds 0.8M per image), so that sizes
+/// written in a file (a Pad of 100 000, say) are refused before they are allocated.
+pub const MAX_VALUES_PER_IMAGE: usize = 64 << 20;
+
+/// Refuses `what`, of shape `per_image` for each image of the batch, when it would hold more
+/// than [`MAX_VALUES_PER_IMAGE`] values.
+fn check_per_image(per_image: &[usize], what: &str) -> Result<(), String> {
+    let values = per_image.iter().fold(1usize, |n, &d| n.saturating_mul(d));
+    match values > MAX_VALUES_PER_IMAGE {
+        true => Err(format!(
+            "{what} of {per_image:?} per image holds more than the {MAX_VALUES_PER_IMAGE} values anu allows"
+        )),
+        false => Ok(()),
+    }
 }
 
 /// The `(begin, end)` padding of a 2-D window operation on an `[h, w]` input.

@@ -10,6 +10,7 @@
 
 pub mod eval;
 pub mod graph;
+pub mod precheck;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +20,11 @@ use burn::prelude::*;
 
 use super::{InputSpec, ModelError};
 use graph::{CompileError, Compiler, Program};
+
+/// Most values (C x H x W) of one input image of a graph: 4M, e.g. 3 x 1182 x 1182. The graph
+/// is run once on such images when it is loaded, so a file of a few bytes that declares a huge
+/// input is refused here rather than by the allocator.
+pub const MAX_INPUT_ELEMENTS: usize = 4 << 20;
 
 /// Per-channel normalisation of [0,1] images, `(x - mean) / std`, put in front of a graph.
 #[derive(Clone, Debug, PartialEq)]
@@ -127,6 +133,14 @@ pub fn is_onnx(path: &Path) -> bool {
 /// node); then the graph is run once on two blank images to check that its shapes fit and to
 /// learn its number of classes. Notes (a Softmax left out) go to stderr.
 pub fn load(path: &Path, normalization: Option<&Normalization>, device: &Device) -> Result<OnnxModel, ModelError> {
+    let bytes =
+        crate::fsutil::read_regular(path, super::weights::MAX_WEIGHT_FILE_BYTES).map_err(|e| ModelError::Io {
+            path: path.to_path_buf(),
+            action: "cannot read",
+            source: e,
+        })?;
+    precheck::check(path, &bytes).map_err(|e| format_err(path, e))?;
+    drop(bytes);
     let parsed = std::panic::catch_unwind(|| onnx_ir::OnnxGraphBuilder::new().parse_file(path));
     let graph = match parsed {
         Ok(Ok(graph)) => graph,
@@ -161,6 +175,14 @@ pub fn load(path: &Path, normalization: Option<&Normalization>, device: &Device)
             ),
         ));
     };
+    if c.saturating_mul(h).saturating_mul(w) > MAX_INPUT_ELEMENTS {
+        return Err(format_err(
+            path,
+            format!(
+                "the graph takes {c}x{h}x{w} images, more than the {MAX_INPUT_ELEMENTS} values per image anu accepts"
+            ),
+        ));
+    }
     let (mean, inv_std) = match normalization {
         None => (None, None),
         Some(n) => {
