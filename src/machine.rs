@@ -102,9 +102,75 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The machine's memory in bytes (`MemTotal` of `/proc/meminfo`; `None` where the system does
+/// not report it).
+pub fn total_memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Copies of a batch's images that an attack on it holds at once, at least (the images, the
+/// iterate, the best one so far, the perturbation, the gradient, ...). A lower bound: the
+/// model's activations come on top.
+pub const ATTACK_COPIES: u64 = 16;
+
+/// f32 values per input value that a training step of the built-in networks holds, roughly and
+/// at least: their activations (the MNIST CNN's are about 70 per input value) are kept for the
+/// backward pass and matched by their gradients.
+pub const TRAINING_COPIES: u64 = 256;
+
+/// Refuses `flag` = `batch` when `batch` images of `values_per_image` f32 values, held `copies`
+/// times, would not fit in this machine's memory (`memory`, from [`total_memory_bytes`] when
+/// it is `None` and the system says; no check where it does not). What this refuses could
+/// never run; what it lets through may still need more.
+pub fn check_batch_fits(
+    flag: &str,
+    batch: usize,
+    values_per_image: usize,
+    copies: u64,
+    memory: Option<u64>,
+) -> crate::Result<()> {
+    let Some(memory) = memory.or_else(total_memory_bytes) else {
+        return Ok(());
+    };
+    let need = (batch as u64)
+        .saturating_mul(values_per_image as u64)
+        .saturating_mul(4 * copies);
+    match need > memory {
+        true => Err(crate::Error::Invalid(format!(
+            "{flag} {batch}: a batch of {batch} images of {values_per_image} values needs at least {:.1} GiB, more than this machine's {:.1} GiB",
+            need as f64 / (1u64 << 30) as f64,
+            memory as f64 / (1u64 << 30) as f64
+        ))),
+        false => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_that_cannot_fit_in_memory_are_refused_naming_the_flag() {
+        let gib = 1u64 << 30;
+        let err = check_batch_fits("--batch-sizes", 1_000_000, 784, ATTACK_COPIES, Some(16 * gib))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--batch-sizes 1000000:") && err.contains("16.0 GiB"),
+            "{err}"
+        );
+        check_batch_fits("--batch-sizes", 1000, 3 * 224 * 224, ATTACK_COPIES, Some(16 * gib)).unwrap();
+        assert!(check_batch_fits("--batch-size", usize::MAX, 784, TRAINING_COPIES, Some(16 * gib)).is_err());
+        // All 60 000 MNIST images in one training step: refused on 16 GiB, a batch of 128 is not.
+        assert!(check_batch_fits("--batch-size", 60_000, 784, TRAINING_COPIES, Some(16 * gib)).is_err());
+        check_batch_fits("--batch-size", 128, 784, TRAINING_COPIES, Some(16 * gib)).unwrap();
+        if cfg!(target_os = "linux") {
+            assert!(total_memory_bytes().unwrap() > 1 << 28);
+        }
+    }
 
     const ZEN5: &str = "vendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel name\t: AMD EPYC 9B45\ncpu MHz\t\t: 2600.000\nflags\t\t: fpu sse avx2 fma avx512f avx512bw\n";
 

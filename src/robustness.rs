@@ -30,6 +30,9 @@ pub fn robust_accuracy(distances: &[f32], eps: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// Most points of an eps grid: far more than a figure or a table can show.
+pub const MAX_EPS_POINTS: usize = 100_000;
+
 /// Evenly spaced eps values from 0 to `max` inclusive. `max` must be a positive number and
 /// the grid needs at least 2 points (0 and `max`); other values are refused rather than
 /// stretched into a grid they do not describe.
@@ -42,6 +45,11 @@ pub fn eps_grid(max: f64, points: usize) -> Result<Vec<f64>> {
     if points < 2 {
         return Err(Error::Invalid(format!(
             "the eps grid needs at least 2 points (0 and the largest eps), not {points}"
+        )));
+    }
+    if points > MAX_EPS_POINTS {
+        return Err(Error::Invalid(format!(
+            "the eps grid takes at most {MAX_EPS_POINTS} points (a curve of more shows nothing more), not {points}"
         )));
     }
     Ok((0..points).map(|i| max * i as f64 / (points - 1) as f64).collect())
@@ -297,6 +305,8 @@ mod tests {
             let err = eps_grid(3.0, points).unwrap_err().to_string();
             assert!(err.contains("at least 2 points"), "{err}");
         }
+        assert!(eps_grid(3.0, 1_000_000_000).is_err());
+        assert_eq!(eps_grid(3.0, MAX_EPS_POINTS).unwrap().len(), MAX_EPS_POINTS);
         for max in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             assert!(eps_grid(max, 10).is_err(), "{max}");
         }

@@ -675,3 +675,58 @@ fn imagenet_index_lines_with_bad_classes_missing_or_special_files_are_named() {
         "{err}"
     );
 }
+
+#[test]
+fn a_truncated_jpeg_or_an_image_of_extreme_shape_is_named_not_decoded_into_garbage() {
+    use anu::data::imagenet::load_image;
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+    let noise = image::RgbImage::from_fn(96, 80, |_, _| image::Rgb([rng.random(), rng.random(), rng.random()]));
+    let whole = dir.path().join("whole.jpg");
+    noise.save_with_format(&whole, image::ImageFormat::Jpeg).unwrap();
+    assert_eq!(load_image(&whole).unwrap().len(), 3 * 224 * 224);
+
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = load_image(&cut).unwrap_err().to_string();
+    assert!(err.contains("cut.jpg") && err.contains("cut short"), "{err}");
+    // Zero bytes after the end-of-image marker are padding, not damage.
+    let padded = dir.path().join("padded.jpg");
+    std::fs::write(&padded, [bytes.as_slice(), &[0; 10]].concat()).unwrap();
+    load_image(&padded).unwrap();
+
+    // 1 x 60000: resizing its shorter side to 224 would make the longer one 13 million pixels.
+    let thin = dir.path().join("thin.png");
+    image::GrayImage::new(1, 60_000)
+        .save_with_format(&thin, image::ImageFormat::Png)
+        .unwrap();
+    let (result, peak) = peak_during(|| load_image(&thin));
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("thin.png") && err.contains("1x60000"), "{err}");
+    assert!(peak < 64 << 20, "{peak} bytes held");
+}
+
+#[test]
+fn a_weight_file_that_lacks_a_tensor_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bytes) = saved_model(dir.path());
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut names: Vec<String> = file.names().into_iter().map(String::from).collect();
+    names.sort();
+    let dropped = names.remove(0);
+    let kept: Vec<(String, safetensors::tensor::TensorView)> =
+        names.iter().map(|n| (n.clone(), file.tensor(n).unwrap())).collect();
+    let path = dir.path().join("lacking.safetensors");
+    std::fs::write(&path, safetensors::serialize(kept, meta.metadata().clone()).unwrap()).unwrap();
+    let err = weights::load(&path, &Device::flex()).unwrap_err().to_string();
+    assert!(
+        err.contains("lacking.safetensors") && err.contains("lacks 1 tensor") && err.contains(&dropped),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Tensor not found: \n") && !err.contains("allow_partial"),
+        "{err}"
+    );
+}

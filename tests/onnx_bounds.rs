@@ -141,6 +141,9 @@ fn a_graph_of_too_many_nodes_is_refused_at_once() {
     let g = graph(&[1, 1, 28, 28], nodes, &format!("v{n}"), vec![]);
     let path = write(dir.path(), "deep.onnx", g);
     let (err, seconds) = load_error(&path);
-    assert!(err.contains("deep.onnx") && err.contains("10002 nodes") && err.contains("more than the 10000"), "{err}");
+    assert!(
+        err.contains("deep.onnx") && err.contains("10002 nodes") && err.contains("more than the 10000"),
+        "{err}"
+    );
     assert!(seconds < 10.0, "{seconds} s");
 }

@@ -125,6 +125,15 @@ pub fn bench(
             "bench needs images and batch sizes of at least 1".into(),
         ));
     }
+    for &b in &settings.batches {
+        crate::machine::check_batch_fits(
+            "--batch-sizes",
+            b,
+            data.image_len(),
+            crate::machine::ATTACK_COPIES,
+            None,
+        )?;
+    }
     let (steps, reps) = (settings.steps.max(1), settings.reps.max(1));
     let macs = model.forward_macs() as f64;
     let prepared = AttackedModel::new(&model.model, device);

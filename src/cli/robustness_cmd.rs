@@ -110,7 +110,13 @@ mod tests {
 
     #[test]
     fn grids_that_cannot_be_made_are_refused_before_any_work() {
-        for flags in ["--points 0", "--points 1", "--max-eps 0", "--max-eps=-1"] {
+        for flags in [
+            "--points 0",
+            "--points 1",
+            "--points 1000000000",
+            "--max-eps 0",
+            "--max-eps=-1",
+        ] {
             let err = refusal(flags);
             assert!(err.contains("--max-eps and --points"), "{flags}: {err}");
         }

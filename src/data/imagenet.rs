@@ -80,17 +80,57 @@ pub fn parse_index(path: &Path, text: &str) -> Result<Vec<Entry>, DataError> {
     Ok(entries)
 }
 
+/// Most by which an image's longer side may exceed its shorter one: resizing the shorter side
+/// to [`RESIZE`] makes the longer one at most this many times [`RESIZE`] pixels.
+pub const MAX_ASPECT: u32 = 16;
+
 /// Decodes one image (a regular file) and returns its RESIZE/CROP-preprocessed pixels,
-/// channel-major RGB.
+/// channel-major RGB. A JPEG that does not end in its end-of-image marker (cut short: the
+/// decoder would fill the missing part with grey and say nothing) and an image whose sides
+/// differ more than [`MAX_ASPECT`]-fold (its resized longer side would be unbounded) are
+/// refused.
 pub fn load_image(path: &Path) -> Result<Vec<u8>, DataError> {
-    let (file, _) = crate::fsutil::open_regular(path).map_err(|e| DataError::io(path, e))?;
+    use std::io::{Read, Seek, SeekFrom};
+    let (mut file, len) = crate::fsutil::open_regular(path).map_err(|e| DataError::io(path, e))?;
+    let mut magic = [0u8; 2];
+    let is_jpeg = file.read_exact(&mut magic).is_ok() && magic == [0xff, 0xd8];
+    if is_jpeg {
+        let tail_len = len.min(4096);
+        let mut tail = vec![0u8; tail_len as usize];
+        file.seek(SeekFrom::Start(len - tail_len))
+            .and_then(|_| file.read_exact(&mut tail))
+            .map_err(|e| DataError::io(path, e))?;
+        if !ends_with_end_of_image(&tail) {
+            return Err(DataError::format(
+                path,
+                "the JPEG does not end with its end-of-image marker: the file is cut short (truncated?)",
+            ));
+        }
+    }
+    file.seek(SeekFrom::Start(0)).map_err(|e| DataError::io(path, e))?;
     let reader = image::ImageReader::new(std::io::BufReader::new(file))
         .with_guessed_format()
         .map_err(|e| DataError::io(path, e))?;
     let decoded = reader
         .decode()
         .map_err(|e| DataError::format(path, format!("cannot decode the image: {e}")))?;
+    let (w, h) = (decoded.width(), decoded.height());
+    if w.max(h) > w.min(h).saturating_mul(MAX_ASPECT) {
+        return Err(DataError::format(
+            path,
+            format!(
+                "the image is {w}x{h} pixels: its sides differ more than {MAX_ASPECT}-fold, too far from the square crop of {CROP}x{CROP} taken from it"
+            ),
+        ));
+    }
     Ok(preprocess(&decoded.to_rgb8()))
+}
+
+/// Whether the last bytes of a JPEG file end with the end-of-image marker `FF D9` (trailing
+/// zero bytes, which some writers pad with, allowed).
+fn ends_with_end_of_image(tail: &[u8]) -> bool {
+    let end = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    tail[..end].ends_with(&[0xff, 0xd9])
 }
 
 /// Resizes the shorter side to [`RESIZE`] (bicubic; the longer side to the truncated

@@ -422,20 +422,34 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
         .map_err(|e| format_err(path, format!("corrupt safetensors data: {e}")))?;
     let sha256 = crate::fsutil::sha256_hex(&bytes);
     let mut model = Classifier::new(arch, device);
-    let mut store = SafetensorsStore::from_bytes(Some(bytes)).validate(true);
+    // Partial: a tensor the file lacks is listed below by name, not refused with burn's generic
+    // message.
+    let mut store = SafetensorsStore::from_bytes(Some(bytes))
+        .validate(true)
+        .allow_partial(true);
     let result = model
         .load_from(&mut store)
         .map_err(|e| format_err(path, format!("cannot load the weights: {e}")))?;
     if !result.errors.is_empty() || !result.missing.is_empty() {
         let missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
         let errors: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+        let mut problems = Vec::new();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "the file lacks {} tensor(s) of the architecture: {}",
+                missing.len(),
+                missing.join(", ")
+            ));
+        }
+        if !errors.is_empty() {
+            problems.push(format!("tensors that do not fit: {}", errors.join("; ")));
+        }
         return Err(format_err(
             path,
             format!(
-                "weights do not fit architecture {}: missing [{}], errors [{}]",
+                "weights do not fit the {} architecture its metadata names: {}",
                 arch.name(),
-                missing.join(", "),
-                errors.join("; ")
+                problems.join("; ")
             ),
         ));
     }

@@ -91,6 +91,14 @@ pub fn train(
     if train_set.is_empty() {
         return Err(Error::Invalid("no training images".into()));
     }
+    // A batch larger than the training set is the whole set.
+    crate::machine::check_batch_fits(
+        "--batch-size",
+        config.batch_size.min(train_set.len()),
+        train_set.image_len(),
+        crate::machine::TRAINING_COPIES,
+        None,
+    )?;
     device.seed(config.seed);
     let model = initial_model(config, &device.clone().autodiff())?;
     let ckpt = checkpoint_dir(out);
