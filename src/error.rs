@@ -83,6 +83,16 @@ pub enum Error {
 /// Result with the library's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl From<crate::fsutil::FileError> for Error {
+    fn from(e: crate::fsutil::FileError) -> Self {
+        Error::Io {
+            path: e.path,
+            action: e.action,
+            source: e.source,
+        }
+    }
+}
+
 impl Error {
     /// An I/O failure on `path`.
     pub fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {

@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
 
-use crate::error::{Error, Result};
-
 /// A file operation that failed: the path, what was attempted, and why.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {action}: {source}")]
@@ -43,16 +41,6 @@ impl FileError {
     /// `path` cannot be written, for the reason `why`.
     fn refused(path: &Path, kind: std::io::ErrorKind, why: String) -> Self {
         Self::new(path, "cannot write", std::io::Error::new(kind, why))
-    }
-}
-
-impl From<FileError> for Error {
-    fn from(e: FileError) -> Self {
-        Error::Io {
-            path: e.path,
-            action: e.action,
-            source: e.source,
-        }
     }
 }
 
@@ -160,12 +148,10 @@ pub fn remove_if_present(path: &Path) -> std::result::Result<(), FileError> {
 }
 
 /// Writes `value` as pretty JSON to `path`, atomically (see [`write_atomic`]).
-pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Json {
-        path: path.to_path_buf(),
-        reason: format!("cannot serialise: {e}"),
-    })?;
-    Ok(write_atomic(path, text.as_bytes())?)
+pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> std::result::Result<(), FileError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| FileError::new(path, "cannot serialise", std::io::Error::other(e)))?;
+    write_atomic(path, text.as_bytes())
 }
 
 /// Checks, before any long work, that [`write_atomic`] can later write `path`: its folder
@@ -477,8 +463,8 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> JsonFile<T> {
 }
 
 /// Creates `dir` and its parents.
-pub fn create_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create", e))
+pub fn create_dir(dir: &Path) -> std::result::Result<(), FileError> {
+    std::fs::create_dir_all(dir).map_err(|e| FileError::new(dir, "cannot create", e))
 }
 
 /// Hex SHA-256 of a file's bytes.

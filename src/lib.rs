@@ -17,6 +17,7 @@ pub mod eval;
 pub mod figures;
 pub mod fsutil;
 pub mod kernels;
+pub mod loss;
 pub mod machine;
 pub mod manifest;
 pub mod models;

@@ -87,6 +87,6 @@ impl Manifest {
 
     /// Writes `manifest.json` into `dir`.
     pub fn write_to(&self, dir: &Path) -> Result<()> {
-        write_json(&dir.join("manifest.json"), self)
+        Ok(write_json(&dir.join("manifest.json"), self)?)
     }
 }

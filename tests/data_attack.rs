@@ -5,7 +5,7 @@
 mod common;
 
 use anu::attack::{
-    AttackSet, AttackSpec, AttackedModel, EveryStep, Execution, Goal, NoObserver, NormUpdate, TraceRecorder,
+    Anu, AttackSet, AttackSpec, AttackedModel, Ddn, EveryStep, Execution, Goal, NoObserver, NormUpdate, TraceRecorder,
     attack_all, run,
 };
 use anu::data::{Label, labels_tensor};
@@ -19,11 +19,11 @@ fn model() -> Classifier {
         .model
 }
 
-const ANU_MNIST: NormUpdate = NormUpdate::Anu {
+const ANU_MNIST: NormUpdate = NormUpdate::Anu(Anu {
     gamma0: 0.4,
     alpha_gamma0: 0.15,
     gamma_min: 0.0,
-};
+});
 
 fn spec(steps: usize, rule: NormUpdate) -> AttackSpec {
     AttackSpec::new(steps, rule).unwrap()
@@ -78,7 +78,7 @@ fn untargeted_anu_and_ddn_find_real_near_minimal_adversarials() {
     let reference = attack_all(
         &model,
         &set,
-        &spec(300, NormUpdate::Ddn { gamma: 0.05 }),
+        &spec(300, NormUpdate::Ddn(Ddn { gamma: 0.05 })),
         &exec(12),
         &device,
         false,
@@ -86,7 +86,7 @@ fn untargeted_anu_and_ddn_find_real_near_minimal_adversarials() {
     )
     .unwrap();
     let (reference_mean, _) = anu::attack::stats::mean_median(&reference.norms);
-    for rule in [ANU_MNIST, NormUpdate::Ddn { gamma: 0.05 }] {
+    for rule in [ANU_MNIST, NormUpdate::Ddn(Ddn { gamma: 0.05 })] {
         let r = attack_all(&model, &set, &spec(60, rule), &exec(12), &device, true, &mut NoObserver).unwrap();
         let adv = r.adversarials.clone().unwrap();
         assert!(
@@ -109,11 +109,11 @@ fn targeted_attacks_reach_their_targets() {
     let model = model();
     let set = AttackSet::all_other_targets(&common::mnist_test(2));
     assert_eq!(set.len(), 18);
-    let rule = NormUpdate::Anu {
+    let rule = NormUpdate::Anu(Anu {
         gamma0: 0.05,
         alpha_gamma0: 0.05,
         gamma_min: 0.0,
-    };
+    });
     let r = attack_all(
         &model,
         &set,
@@ -135,14 +135,14 @@ fn anu_with_zero_alpha_gamma_is_exactly_ddn() {
     let device = Device::flex().autodiff();
     let (images, labels) = data.batch(0, 10, &device);
     let goal = Goal::Untargeted(labels);
-    let ddn = spec(40, NormUpdate::Ddn { gamma: 0.05 });
+    let ddn = spec(40, NormUpdate::Ddn(Ddn { gamma: 0.05 }));
     let anu0 = spec(
         40,
-        NormUpdate::Anu {
+        NormUpdate::Anu(Anu {
             gamma0: 0.05,
             alpha_gamma0: 0.0,
             gamma_min: 0.0,
-        },
+        }),
     );
     let (mut ta, mut tb) = (TraceRecorder::default(), TraceRecorder::default());
     let a = run(&model, images.clone(), &goal, &ddn, 64, &mut ta);
@@ -157,11 +157,11 @@ fn anu_with_zero_alpha_gamma_is_exactly_ddn() {
     // And the adaptive rule does change the run once alpha_gamma > 0.
     let anu = spec(
         40,
-        NormUpdate::Anu {
+        NormUpdate::Anu(Anu {
             gamma0: 0.05,
             alpha_gamma0: 0.15,
             gamma_min: 0.0,
-        },
+        }),
     );
     let mut tc = TraceRecorder::default();
     run(&model, images, &goal, &anu, 64, &mut tc);
@@ -213,7 +213,7 @@ fn already_reached_goal_has_norm_zero_and_trace_is_monotone() {
 fn quantised_iterates_lie_on_the_256_level_grid() {
     let model = model();
     let set = AttackSet::untargeted(common::mnist_test(6));
-    let spec = spec(30, NormUpdate::Ddn { gamma: 0.05 }).with_quantize(true);
+    let spec = spec(30, NormUpdate::Ddn(Ddn { gamma: 0.05 })).with_quantize(true);
     let r = attack_all(&model, &set, &spec, &exec(6), &Device::flex(), true, &mut NoObserver).unwrap();
     let adv = r.adversarials.unwrap();
     assert!(adv.iter().all(|&p| ((p * 255.0) - (p * 255.0).round()).abs() < 1e-3));
@@ -230,12 +230,12 @@ fn input_gradient_matches_finite_differences() {
     let (images, labels) = data.batch(0, 3, &ad);
     let loss_of = |x: Tensor<4>| -> f64 {
         let logits = model.forward(x);
-        anu::train::cross_entropy(logits, labels.clone())
+        anu::loss::cross_entropy(logits, labels.clone())
             .inner()
             .into_scalar::<f32>() as f64
     };
     let leaf = images.clone().require_grad();
-    let loss = anu::train::cross_entropy(model.forward(leaf.clone()), labels.clone());
+    let loss = anu::loss::cross_entropy(model.forward(leaf.clone()), labels.clone());
     let grad = leaf.grad(&loss.backward()).unwrap().inner();
     // Directional derivatives along a few random directions, by central differences.
     for seed in 0..3 {
@@ -267,11 +267,11 @@ fn anu_gamma_follows_alg2_and_respects_its_floor() {
     let (images, labels) = data.batch(0, 8, &device);
     let goal = Goal::Untargeted(labels);
     for floor in [0.0f32, 0.05] {
-        let rule = NormUpdate::Anu {
+        let rule = NormUpdate::Anu(Anu {
             gamma0: 0.4,
             alpha_gamma0: 0.15,
             gamma_min: floor,
-        };
+        });
         let mut recorder = TraceRecorder::default();
         run(&model, images.clone(), &goal, &spec(40, rule), 64, &mut recorder);
         let trace = recorder.trace;
@@ -282,10 +282,7 @@ fn anu_gamma_follows_alg2_and_respects_its_floor() {
             trace.gamma[0]
         );
         let all: Vec<f32> = trace.gamma.iter().flatten().copied().collect();
-        assert!(
-            all.iter()
-                .all(|&g| g >= floor && g <= anu::attack::norm_update::GAMMA_MAX)
-        );
+        assert!(all.iter().all(|&g| g >= floor && g <= anu::attack::rules::GAMMA_MAX));
         let lowest = all.iter().copied().fold(f32::INFINITY, f32::min);
         if floor > 0.0 {
             assert_eq!(lowest, floor, "the floor should bind once the iterates alternate");

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anu::attack::{
-    AttackSet, AttackSpec, CampaignCheckpoint, Execution, NoObserver, NormUpdate, attack_all, attack_remaining,
+    AttackSet, AttackSpec, CampaignCheckpoint, Ddn, Execution, NoObserver, NormUpdate, attack_all, attack_remaining,
 };
 use anu::models::weights;
 use burn::prelude::*;
@@ -19,7 +19,7 @@ fn a_campaign_resumed_from_its_saved_progress_equals_an_uninterrupted_one() {
     let device = Device::flex();
     let model = weights::load(&common::mnist_model_path(), &device).unwrap().model;
     let set = AttackSet::untargeted(common::mnist_test(10));
-    let spec = AttackSpec::new(20, NormUpdate::Ddn { gamma: 0.05 }).unwrap();
+    let spec = AttackSpec::new(20, NormUpdate::Ddn(Ddn { gamma: 0.05 })).unwrap();
     let execution = Execution::new(4, 64).unwrap();
     let whole = attack_all(&model, &set, &spec, &execution, &device, false, &mut NoObserver).unwrap();
 

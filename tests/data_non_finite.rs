@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use anu::attack::{AttackSet, AttackSpec, Execution, NoObserver, NormUpdate, attack_all};
+use anu::attack::{AttackSet, AttackSpec, Ddn, Execution, NoObserver, NormUpdate, attack_all};
 use anu::data::Dataset;
 use anu::models::{Architecture, Classifier, weights};
 use anu::robustness::{eps_grid, evaluate};
@@ -47,7 +47,7 @@ fn evaluation_and_attacks_refuse_nan_logits() {
     let err = anu::eval::accuracy(&model, &data, &device, 4).unwrap_err();
     assert!(matches!(err, anu::Error::NonFinite { of: 4, .. }), "{err}");
 
-    let spec = AttackSpec::new(5, NormUpdate::Ddn { gamma: 0.05 }).unwrap();
+    let spec = AttackSpec::new(5, NormUpdate::Ddn(Ddn { gamma: 0.05 })).unwrap();
     let set = AttackSet::untargeted(data.clone());
     let err = attack_all(
         &model,
@@ -90,7 +90,7 @@ fn a_sound_model_passes_the_check() {
     let model = common::random_model(Architecture::MnistCnn, 3);
     let data = grey_images();
     anu::eval::accuracy(&model, &data, &Device::flex(), 4).unwrap();
-    let spec = AttackSpec::new(3, NormUpdate::Ddn { gamma: 0.05 }).unwrap();
+    let spec = AttackSpec::new(3, NormUpdate::Ddn(Ddn { gamma: 0.05 })).unwrap();
     let set = AttackSet::untargeted(data);
     let r = attack_all(
         &model,

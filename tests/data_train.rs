@@ -2,7 +2,7 @@
 
 mod common;
 
-use anu::attack::{AttackSpec, NormUpdate};
+use anu::attack::{Anu, AttackSpec, NormUpdate};
 use anu::train::adversarial::{Adversary, cap_norm};
 use anu::train::{RunOptions, TrainConfig, train};
 use burn::prelude::*;
@@ -19,11 +19,11 @@ fn adversarial_training_lowers_its_loss() {
     let adversary = Adversary {
         attack: AttackSpec::new(
             8,
-            NormUpdate::Anu {
+            NormUpdate::Anu(Anu {
                 gamma0: 0.4,
                 alpha_gamma0: 0.15,
                 gamma_min: 0.0,
-            },
+            }),
         )
         .unwrap(),
         max_norm: 2.4,

@@ -5,8 +5,8 @@
 mod common;
 
 use anu::attack::{
-    AttackSet, AttackSpec, AttackedModel, Execution, Goal, MeanNormRecorder, NoObserver, NormUpdate, TraceRecorder,
-    attack_all, run,
+    Anu, AttackSet, AttackSpec, AttackedModel, Ddn, Execution, Goal, MeanNormRecorder, NoObserver, NormUpdate,
+    TraceRecorder, attack_all, run,
 };
 use anu::data::{DatasetName, labels_tensor};
 use anu::models::{Architecture, Classifier};
@@ -14,11 +14,11 @@ use burn::module::Param;
 use burn::nn::LinearConfig;
 use burn::prelude::*;
 
-const ANU: NormUpdate = NormUpdate::Anu {
+const ANU: NormUpdate = NormUpdate::Anu(Anu {
     gamma0: 0.4,
     alpha_gamma0: 0.15,
     gamma_min: 0.0,
-};
+});
 
 #[test]
 fn results_do_not_depend_on_pass_chunks_or_batches() {
@@ -67,7 +67,7 @@ fn observers_do_not_change_the_run_and_record_every_attack() {
     let model = common::random_model(Architecture::MnistCnn, 3);
     let data = common::synthetic(DatasetName::Mnist, 5, &model, 4);
     let set = AttackSet::untargeted(data);
-    let spec = AttackSpec::new(9, NormUpdate::Ddn { gamma: 0.05 }).unwrap();
+    let spec = AttackSpec::new(9, NormUpdate::Ddn(Ddn { gamma: 0.05 })).unwrap();
     let device = Device::flex();
     let exec = Execution::new(2, 0).unwrap();
     let plain = attack_all(&model, &set, &spec, &exec, &device, true, &mut NoObserver).unwrap();

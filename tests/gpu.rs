@@ -6,11 +6,11 @@
 
 mod common;
 
-use anu::attack::{AttackSet, AttackSpec, Execution, NoObserver, NormUpdate, attack_all};
+use anu::attack::{Anu, AttackSet, AttackSpec, Execution, NoObserver, NormUpdate, attack_all};
 use anu::data::DatasetName;
 use anu::device::DeviceChoice;
+use anu::loss::cross_entropy;
 use anu::models::{Architecture, Classifier};
-use anu::train::cross_entropy;
 use burn::prelude::*;
 
 /// The wgpu device, or `None` (after saying why) where the machine has no adapter and the
@@ -94,11 +94,11 @@ fn a_short_anu_attack_finds_the_same_adversarials() {
     let set = AttackSet::untargeted(data);
     let spec = AttackSpec::new(
         15,
-        NormUpdate::Anu {
+        NormUpdate::Anu(Anu {
             gamma0: 0.4,
             alpha_gamma0: 0.15,
             gamma_min: 0.0,
-        },
+        }),
     )
     .unwrap();
     let run = |device: &Device, backend| {

@@ -17,7 +17,7 @@ fn forward_and_backward_give_finite_logits_and_input_gradients() {
     let images = images.require_grad();
     let logits = model.forward(images.clone());
     assert_eq!(logits.dims(), [4, 10]);
-    let loss = anu::train::cross_entropy(logits, labels);
+    let loss = anu::loss::cross_entropy(logits, labels);
     // Zero-initialised last layer: uniform prediction, loss ln 10.
     let value = loss.clone().inner().into_scalar::<f32>();
     assert!((value - 10f32.ln()).abs() < 1e-4, "{value}");

@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use anu::attack::{AttackSet, AttackSpec, AttackedModel, Execution, NoObserver, NormUpdate, attack_all};
+use anu::attack::{Anu, AttackSet, AttackSpec, AttackedModel, Ddn, Execution, NoObserver, NormUpdate, attack_all};
 use anu::data::DatasetName;
 use anu::models::{Architecture, Classifier, Normalization, weights};
 use burn::prelude::*;
@@ -175,12 +175,12 @@ fn the_exported_mnist_cnn_is_attacked_as_the_built_in_one() {
     let data = common::synthetic(DatasetName::Mnist, 6, &builtin.model, 11);
     let set = AttackSet::untargeted(data);
     for update in [
-        NormUpdate::Ddn { gamma: 0.05 },
-        NormUpdate::Anu {
+        NormUpdate::Ddn(Ddn { gamma: 0.05 }),
+        NormUpdate::Anu(Anu {
             gamma0: 0.4,
             alpha_gamma0: 0.15,
             gamma_min: 0.0,
-        },
+        }),
     ] {
         let spec = AttackSpec::new(15, update).unwrap();
         let exec = Execution::new(6, 0).unwrap();

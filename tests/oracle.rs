@@ -2,7 +2,7 @@
 //! exactly: min over j != y of (z_y - z_j) / ||w_y - w_j|| when the box [0,1] does not bind;
 //! and the robustness curve built from those distances.
 
-use anu::attack::{AttackSpec, AttackedModel, Goal, NormUpdate, TraceRecorder, run};
+use anu::attack::{Anu, AttackSpec, AttackedModel, Ddn, Fmn, Goal, NormUpdate, TraceRecorder, run};
 use anu::data::{Label, labels_tensor};
 use anu::models::Classifier;
 use burn::module::Param;
@@ -94,16 +94,16 @@ fn attacks_land_near_the_exact_minimal_norm_of_an_affine_classifier() {
         };
         let x = Tensor::<1>::from_data(TensorData::new(images.clone(), [batch * n]), &ad).reshape(shape);
         for rule in [
-            NormUpdate::Ddn { gamma: 0.05 },
-            NormUpdate::Anu {
+            NormUpdate::Ddn(Ddn { gamma: 0.05 }),
+            NormUpdate::Anu(Anu {
                 gamma0: 0.4,
                 alpha_gamma0: 0.15,
                 gamma_min: 0.0,
-            },
-            NormUpdate::Fmn {
+            }),
+            NormUpdate::Fmn(Fmn {
                 gamma0: 0.05,
                 gamma_final: 0.001,
-            },
+            }),
         ] {
             let spec = AttackSpec::new(50, rule).unwrap();
             let mut trace = TraceRecorder::default();
@@ -115,7 +115,7 @@ fn attacks_land_near_the_exact_minimal_norm_of_an_affine_classifier() {
                 0,
                 &mut trace,
             );
-            let fmn = matches!(rule, NormUpdate::Fmn { .. });
+            let fmn = matches!(rule, NormUpdate::Fmn(Fmn { .. }));
             for (i, &d) in exact.iter().enumerate() {
                 if fmn && !r.success[i] {
                     // FMN's eps before its first adversarial is the margin's linear estimate
@@ -182,7 +182,7 @@ fn robustness_curve_of_an_affine_classifier_follows_its_exact_distances() {
         path: path.clone(),
         sha256: String::new(),
     };
-    let spec = AttackSpec::new(100, NormUpdate::Ddn { gamma: 0.05 }).unwrap();
+    let spec = AttackSpec::new(100, NormUpdate::Ddn(Ddn { gamma: 0.05 })).unwrap();
     let eps = eps_grid(1.0, 101).unwrap();
     let results = evaluate(
         &[("affine".to_string(), loaded)],

@@ -2,7 +2,7 @@
 //! misclassify an image that the f32 weights classify correctly (a borderline decision) must
 //! not yield an "adversarial" for it, and every success that is reported holds in f32.
 
-use anu::attack::{AttackSpec, AttackedModel, Goal, NoObserver, NormUpdate, Precision, run};
+use anu::attack::{AttackSpec, AttackedModel, Ddn, Goal, NoObserver, NormUpdate, Precision, run};
 use anu::data::labels_tensor;
 use anu::models::Classifier;
 use burn::module::Param;
@@ -55,7 +55,7 @@ fn a_decision_that_only_tf32_takes_is_not_reported_as_a_success() {
 
     let ad = device.clone().autodiff();
     let goal = Goal::Untargeted(labels_tensor(&[0, 0], &ad));
-    let spec = AttackSpec::new(50, NormUpdate::Ddn { gamma: 0.05 }).unwrap();
+    let spec = AttackSpec::new(50, NormUpdate::Ddn(Ddn { gamma: 0.05 })).unwrap();
     let attack = |precision| {
         let prepared = AttackedModel::with_precision(&model, &device, precision);
         run(

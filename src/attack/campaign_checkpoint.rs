@@ -181,7 +181,7 @@ impl CampaignCheckpoint {
 
     /// Writes the progress to `path` (atomically: a crash leaves the previous one).
     pub fn save(&self, path: &Path) -> Result<()> {
-        fsutil::write_json(path, self)
+        Ok(fsutil::write_json(path, self)?)
     }
 }
 

@@ -9,8 +9,8 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use rand::{Rng, SeedableRng};
 
-use super::norm_update::{EpsInputs, Objective, cosine_annealed};
 use super::precision::{Precision, Recheck, confirm_in_f32};
+use super::rules::{EpsInputs, Objective, cosine_annealed};
 use super::{AttackSpec, Observer, StepView};
 use crate::models::Classifier;
 

@@ -1,6 +1,6 @@
 //! Minimal-norm L2 attacks: DDN (Alg. 1), ANU (Alg. 2) and FMN as one loop, [`engine::run`],
 //! that differs between them only in the [`NormUpdate`] rule (which gives FMN its own objective
-//! and projection too).
+//! and projection too); each rule is one file of [`rules`].
 //!
 //! An attack is described by its [`AttackSpec`] (the algorithm's settings, validated when
 //! built; the papers' values in [`paper`]), executed with an [`Execution`] (batch size, pass
@@ -10,10 +10,12 @@ pub mod campaign;
 pub mod campaign_checkpoint;
 pub mod engine;
 pub mod execution;
-pub mod norm_update;
+pub mod kind;
 pub mod observe;
 pub mod paper;
 pub mod precision;
+pub mod rules;
+pub mod settings;
 pub mod spec;
 pub mod stats;
 
@@ -21,8 +23,10 @@ pub use campaign::{AttackSet, CampaignResult, attack_all, attack_remaining};
 pub use campaign_checkpoint::CampaignCheckpoint;
 pub use engine::{AttackResult, AttackedModel, Goal, run};
 pub use execution::{CPU_PASS_CHUNK, Execution};
-pub use norm_update::NormUpdate;
+pub use kind::AttackKind;
 pub use observe::{EveryStep, MeanNormRecorder, NoObserver, Observer, StepView, Trace, TraceRecorder};
 pub use paper::{paper_rule, paper_spec};
 pub use precision::{Precision, Recheck};
-pub use spec::{AttackKind, AttackSpec, SpecError, SpecOverrides};
+pub use rules::{Anu, Ddn, Fmn, NormUpdate};
+pub use settings::{SpecError, SpecOverrides};
+pub use spec::AttackSpec;

@@ -1,89 +1,8 @@
-//! What an attack is: its identity ([`AttackKind`]) and its algorithm's settings
-//! ([`AttackSpec`]), checked when built. How a run is executed (batch size, pass chunking) and
-//! observed (trace, progress) is kept apart, in [`super::Execution`] and [`super::Observer`].
+//! An attack's settings ([`AttackSpec`]): its norm-update rule and the schedule every rule
+//! shares, checked when built. How a run is executed (batch size, pass chunking) and observed
+//! (trace, progress) is kept apart, in [`super::Execution`] and [`super::Observer`].
 
-use std::fmt;
-
-use super::NormUpdate;
-
-/// The attacks `anu` implements.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttackKind {
-    /// Decoupled Direction and Norm (Rony et al. 2019; the paper's Alg. 1).
-    Ddn,
-    /// Self-adaptive Norm Update (the paper's Alg. 2).
-    Anu,
-    /// Fast Minimum-Norm attack, L2 (Pintor et al. 2021).
-    Fmn,
-}
-
-impl AttackKind {
-    /// Every attack, in table order (the baseline first).
-    pub const ALL: [AttackKind; 3] = [AttackKind::Ddn, AttackKind::Anu, AttackKind::Fmn];
-    /// The attacks the paper compares.
-    pub const PAPER: [AttackKind; 2] = [AttackKind::Ddn, AttackKind::Anu];
-
-    /// Lower-case name, as on the command line and in file names.
-    pub fn name(self) -> &'static str {
-        match self {
-            AttackKind::Ddn => "ddn",
-            AttackKind::Anu => "anu",
-            AttackKind::Fmn => "fmn",
-        }
-    }
-
-    /// Upper-case name, as in tables and legends.
-    pub fn label(self) -> &'static str {
-        match self {
-            AttackKind::Ddn => "DDN",
-            AttackKind::Anu => "ANU",
-            AttackKind::Fmn => "FMN",
-        }
-    }
-}
-
-impl fmt::Display for AttackKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Unusable attack settings, with the setting named.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum SpecError {
-    /// The number of iterations is zero.
-    #[error("the number of attack steps must be at least 1")]
-    NoSteps,
-    /// A parameter is outside its range.
-    #[error("{name} must be in {range}, got {value}")]
-    OutOfRange {
-        /// The parameter.
-        name: &'static str,
-        /// Its value.
-        value: f32,
-        /// The allowed range, written out.
-        range: &'static str,
-    },
-    /// The step-size schedule is not `0 < alpha_min <= alpha_max`.
-    #[error("need 0 < alpha_min <= alpha_max, got {alpha_min} and {alpha_max}")]
-    Schedule {
-        /// Final step size.
-        alpha_min: f32,
-        /// First step size.
-        alpha_max: f32,
-    },
-    /// An option was given for an attack that has no such setting.
-    #[error("{option} applies to {applies_to} only, not to {attack}")]
-    NotApplicable {
-        /// The option.
-        option: &'static str,
-        /// Which attacks have it.
-        applies_to: &'static str,
-        /// The attack it was given for.
-        attack: AttackKind,
-    },
-}
+use super::{AttackKind, NormUpdate, SpecError, SpecOverrides};
 
 /// The settings of one DDN, ANU or FMN run: everything that determines its result, nothing about how
 /// it is executed. Built only through [`AttackSpec::new`] and the `with_*` methods, which
@@ -139,33 +58,6 @@ fn validate(f: &SpecFields) -> Result<(), SpecError> {
     f.norm_update.validate()
 }
 
-/// Command-line changes to the paper's settings; `None` keeps the paper's value.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SpecOverrides {
-    /// DDN's gamma or ANU's gamma_0.
-    pub gamma0: Option<f32>,
-    /// ANU's initial alpha_gamma.
-    pub alpha_gamma: Option<f32>,
-    /// ANU's floor on gamma_k.
-    pub gamma_min: Option<f32>,
-    /// Round iterates to 256 levels.
-    pub quantize: bool,
-}
-
-/// ANU's own options (`--alpha-gamma`, `--gamma-min`) given for another attack are an error.
-fn refuse_anu_options(o: &SpecOverrides, attack: AttackKind) -> Result<(), SpecError> {
-    for (given, option) in [(o.alpha_gamma, "--alpha-gamma"), (o.gamma_min, "--gamma-min")] {
-        if given.is_some() {
-            return Err(SpecError::NotApplicable {
-                option,
-                applies_to: "ANU",
-                attack,
-            });
-        }
-    }
-    Ok(())
-}
-
 impl AttackSpec {
     /// `steps` iterations of `norm_update` with the papers' schedule: eps_0 = 1, step size
     /// cosine-annealed from 1 to 0.01, no quantisation.
@@ -217,32 +109,10 @@ impl AttackSpec {
         .try_into()
     }
 
-    /// Applies command-line overrides; an ANU-only option given for DDN is an error.
+    /// Applies command-line overrides (each rule takes those it has; an option of another
+    /// rule is an error).
     pub fn with_overrides(&self, o: &SpecOverrides) -> Result<Self, SpecError> {
-        let rule = match self.fields.norm_update {
-            NormUpdate::Ddn { gamma } => {
-                refuse_anu_options(o, AttackKind::Ddn)?;
-                NormUpdate::Ddn {
-                    gamma: o.gamma0.unwrap_or(gamma),
-                }
-            }
-            NormUpdate::Anu {
-                gamma0,
-                alpha_gamma0,
-                gamma_min,
-            } => NormUpdate::Anu {
-                gamma0: o.gamma0.unwrap_or(gamma0),
-                alpha_gamma0: o.alpha_gamma.unwrap_or(alpha_gamma0),
-                gamma_min: o.gamma_min.unwrap_or(gamma_min),
-            },
-            NormUpdate::Fmn { gamma0, gamma_final } => {
-                refuse_anu_options(o, AttackKind::Fmn)?;
-                NormUpdate::Fmn {
-                    gamma0: o.gamma0.unwrap_or(gamma0),
-                    gamma_final: gamma_final.min(o.gamma0.unwrap_or(gamma0)),
-                }
-            }
-        };
+        let rule = self.fields.norm_update.with_overrides(o)?;
         Ok(self
             .with_norm_update(rule)?
             .with_quantize(o.quantize || self.fields.quantize))
@@ -287,17 +157,18 @@ impl AttackSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attack::{Anu, Ddn, Fmn};
 
-    const ANU: NormUpdate = NormUpdate::Anu {
+    const ANU: NormUpdate = NormUpdate::Anu(Anu {
         gamma0: 0.4,
         alpha_gamma0: 0.15,
         gamma_min: 0.0,
-    };
+    });
 
     #[test]
     fn invalid_settings_are_refused_when_built() {
         assert_eq!(AttackSpec::new(0, ANU), Err(SpecError::NoSteps));
-        let bad_gamma = AttackSpec::new(10, NormUpdate::Ddn { gamma: 1.0 }).unwrap_err();
+        let bad_gamma = AttackSpec::new(10, NormUpdate::Ddn(Ddn { gamma: 1.0 })).unwrap_err();
         assert!(bad_gamma.to_string().contains("gamma"), "{bad_gamma}");
         let spec = AttackSpec::new(10, ANU).unwrap();
         assert!(matches!(
@@ -327,11 +198,11 @@ mod tests {
             .unwrap();
         assert_eq!(
             changed.norm_update(),
-            NormUpdate::Anu {
+            NormUpdate::Anu(Anu {
                 gamma0: 0.2,
                 alpha_gamma0: 0.0,
                 gamma_min: 0.0
-            }
+            })
         );
         assert!(changed.quantize());
         assert_eq!(changed.steps(), 70);
@@ -341,7 +212,7 @@ mod tests {
             ..Default::default()
         };
         assert!(spec.with_overrides(&too_big).is_err());
-        let ddn = AttackSpec::new(70, NormUpdate::Ddn { gamma: 0.05 }).unwrap();
+        let ddn = AttackSpec::new(70, NormUpdate::Ddn(Ddn { gamma: 0.05 })).unwrap();
         let err = ddn
             .with_overrides(&SpecOverrides {
                 gamma_min: Some(0.01),
@@ -355,21 +226,21 @@ mod tests {
                 ..Default::default()
             })
             .unwrap();
-        assert_eq!(ddn_gamma.norm_update(), NormUpdate::Ddn { gamma: 0.1 });
+        assert_eq!(ddn_gamma.norm_update(), NormUpdate::Ddn(Ddn { gamma: 0.1 }));
     }
 
     #[test]
     fn fmn_settings_are_checked_and_overridable() {
-        let fmn = NormUpdate::Fmn {
+        let fmn = NormUpdate::Fmn(Fmn {
             gamma0: 0.05,
             gamma_final: 0.001,
-        };
+        });
         let spec = AttackSpec::new(100, fmn).unwrap();
         assert_eq!(spec.kind(), AttackKind::Fmn);
-        let bad = NormUpdate::Fmn {
+        let bad = NormUpdate::Fmn(Fmn {
             gamma0: 0.01,
             gamma_final: 0.05,
-        };
+        });
         assert!(AttackSpec::new(100, bad).is_err(), "gamma_final above gamma_0");
         let changed = spec
             .with_overrides(&SpecOverrides {
@@ -379,10 +250,10 @@ mod tests {
             .unwrap();
         assert_eq!(
             changed.norm_update(),
-            NormUpdate::Fmn {
+            NormUpdate::Fmn(Fmn {
                 gamma0: 0.1,
                 gamma_final: 0.001
-            }
+            })
         );
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<AttackSpec>(&json).unwrap(), spec);
@@ -397,16 +268,5 @@ mod tests {
         let broken = text.replace("\"steps\":70", "\"steps\":0");
         assert_ne!(broken, text);
         assert!(serde_json::from_str::<AttackSpec>(&broken).is_err());
-    }
-
-    #[test]
-    fn attack_names_parse_on_the_command_line_and_in_json() {
-        use clap::ValueEnum;
-        for kind in AttackKind::ALL {
-            assert_eq!(AttackKind::from_str(kind.name(), false), Ok(kind));
-            let json = serde_json::to_string(&kind).unwrap();
-            assert_eq!(json, format!("\"{}\"", kind.name()));
-        }
-        assert!(AttackKind::from_str("fgsm", false).is_err());
     }
 }

@@ -7,13 +7,13 @@ use std::time::Instant;
 use burn::prelude::*;
 
 use crate::attack::engine::logits_and_input_gradient;
-use crate::attack::norm_update::Objective;
+use crate::attack::rules::Objective;
 use crate::attack::{AttackKind, AttackedModel, Goal, NoObserver, paper_spec, run};
 use crate::data::{Dataset, DatasetName};
 use crate::error::{Error, Result};
+use crate::loss::cross_entropy;
 use crate::machine::CpuInfo;
 use crate::models::LoadedModel;
-use crate::train::cross_entropy;
 
 pub mod pytorch;
 

@@ -240,7 +240,7 @@ pub fn main() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anu::attack::NormUpdate;
+    use anu::attack::{Anu, Ddn, NormUpdate};
 
     fn parse(line: &str) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(line.split_whitespace())
@@ -254,7 +254,7 @@ mod tests {
         };
         assert_eq!(args.common.dataset, DatasetName::Cifar10);
         let spec = args.spec_args.spec(args.common.dataset, false, args.steps).unwrap();
-        assert_eq!(spec.norm_update(), NormUpdate::Ddn { gamma: 0.1 });
+        assert_eq!(spec.norm_update(), NormUpdate::Ddn(Ddn { gamma: 0.1 }));
         assert_eq!(spec.steps(), 70);
         let exec = args.exec.execution(DeviceChoice::FLEX, DatasetName::Mnist).unwrap();
         assert_eq!((exec.batch_size(), exec.pass_chunk()), (1000, 64));
@@ -275,11 +275,11 @@ mod tests {
         let spec = args.spec_args.spec(DatasetName::Mnist, true, 100).unwrap();
         assert_eq!(
             spec.norm_update(),
-            NormUpdate::Anu {
+            NormUpdate::Anu(Anu {
                 gamma0: 0.05,
                 alpha_gamma0: 0.05,
                 gamma_min: 0.0
-            }
+            })
         );
     }
 
@@ -322,11 +322,11 @@ mod tests {
         let spec = args.spec_args.spec(args.common.dataset, false, 100).unwrap();
         assert_eq!(
             spec.norm_update(),
-            NormUpdate::Anu {
+            NormUpdate::Anu(Anu {
                 gamma0: 0.1,
                 alpha_gamma0: 0.08,
                 gamma_min: 0.0
-            }
+            })
         );
     }
 

@@ -57,7 +57,7 @@ pub fn write_table(out: &Path, table: Table, dataset: DatasetName, model_file: &
         let path = out.join(format!("{}.{ext}", table.stem()));
         write_atomic(&path, text.as_bytes())?;
     }
-    write_json(&out.join(format!("{}.json", table.stem())), rows)
+    Ok(write_json(&out.join(format!("{}.json", table.stem())), rows)?)
 }
 
 /// Writes `fig3.json` and draws `fig3.png`.

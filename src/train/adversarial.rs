@@ -4,7 +4,6 @@
 
 use burn::prelude::*;
 
-use super::cross_entropy;
 use crate::attack::{AttackSpec, AttackedModel, Goal, NoObserver, run};
 use crate::error::{Error, Result};
 use crate::models::Classifier;
@@ -76,24 +75,6 @@ impl Adversary {
     }
 }
 
-/// The training loss: Eq. 6, `beta J(x, y) + (1 - beta) J(x', y)`, from the logits of the
-/// clean and the adversarial images; with `beta = 0` only the adversarial term (Eq. 7) and
-/// the clean logits are not needed.
-pub fn training_loss(
-    clean_logits: Option<Tensor<2>>,
-    adversarial_logits: Tensor<2>,
-    labels: Tensor<1, Int>,
-    beta: f64,
-) -> Tensor<1> {
-    let adversarial = cross_entropy(adversarial_logits, labels.clone());
-    match clean_logits {
-        Some(clean) if beta > 0.0 => cross_entropy(clean, labels)
-            .mul_scalar(beta)
-            .add(adversarial.mul_scalar(1.0 - beta)),
-        _ => adversarial,
-    }
-}
-
 /// Scales each `adv - x` down to L2 norm `max_norm` where it is larger; returns the capped
 /// images and their perturbation norms.
 pub fn cap_norm(x: Tensor<4>, adv: Tensor<4>, max_norm: f32) -> (Tensor<4>, Vec<f32>) {
@@ -114,6 +95,7 @@ pub fn cap_norm(x: Tensor<4>, adv: Tensor<4>, max_norm: f32) -> (Tensor<4>, Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loss::training_loss;
 
     #[test]
     fn eq6_weighs_the_clean_and_adversarial_losses() {

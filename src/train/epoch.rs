@@ -8,10 +8,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
-use super::adversarial::training_loss;
 use super::{RunOptions, TrainConfig};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::loss::training_loss;
 use crate::models::Classifier;
 
 /// Statistics of one finished epoch.

@@ -12,7 +12,6 @@ pub mod epoch;
 use std::path::Path;
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 
 pub use checkpoint::checkpoint_dir;
 pub use config::{LrSchedule, OptimizerKind, TrainConfig};
@@ -22,12 +21,6 @@ use crate::attack::CPU_PASS_CHUNK;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::models::{Classifier, weights};
-
-/// Mean cross-entropy of `logits` against `labels`.
-pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1> {
-    let b = labels.dims()[0];
-    log_softmax(logits, 1).gather(1, labels.reshape([b, 1])).mean().neg()
-}
 
 /// How one invocation of [`train`] runs; none of it changes the trained model.
 #[derive(Clone, Debug)]

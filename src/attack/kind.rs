@@ -1,0 +1,63 @@
+//! Which attack a run is: [`AttackKind`], as named on the command line, in result files and in
+//! tables. A leaf: the rules, specs and tables name attacks through it.
+
+use std::fmt;
+
+/// The attacks `anu` implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttackKind {
+    /// Decoupled Direction and Norm (Rony et al. 2019; the paper's Alg. 1).
+    Ddn,
+    /// Self-adaptive Norm Update (the paper's Alg. 2).
+    Anu,
+    /// Fast Minimum-Norm attack, L2 (Pintor et al. 2021).
+    Fmn,
+}
+
+impl AttackKind {
+    /// Every attack, in table order (the baseline first).
+    pub const ALL: [AttackKind; 3] = [AttackKind::Ddn, AttackKind::Anu, AttackKind::Fmn];
+    /// The attacks the paper compares.
+    pub const PAPER: [AttackKind; 2] = [AttackKind::Ddn, AttackKind::Anu];
+
+    /// Lower-case name, as on the command line and in file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            AttackKind::Ddn => "ddn",
+            AttackKind::Anu => "anu",
+            AttackKind::Fmn => "fmn",
+        }
+    }
+
+    /// Upper-case name, as in tables and legends.
+    pub fn label(self) -> &'static str {
+        match self {
+            AttackKind::Ddn => "DDN",
+            AttackKind::Anu => "ANU",
+            AttackKind::Fmn => "FMN",
+        }
+    }
+}
+
+impl fmt::Display for AttackKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attack_names_parse_on_the_command_line_and_in_json() {
+        use clap::ValueEnum;
+        for kind in AttackKind::ALL {
+            assert_eq!(AttackKind::from_str(kind.name(), false), Ok(kind));
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.name()));
+        }
+        assert!(AttackKind::from_str("fgsm", false).is_err());
+    }
+}
