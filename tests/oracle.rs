@@ -2,7 +2,7 @@
 //! exactly: min over j != y of (z_y - z_j) / ||w_y - w_j|| when the box [0,1] does not bind;
 //! and the robustness curve built from those distances.
 
-use anu::attack::{Anu, AttackSpec, AttackedModel, Ddn, Fmn, Goal, NormUpdate, TraceRecorder, run};
+use anu::attack::{AttackSpec, AttackedModel, Ddn, Fmn, Goal, NormUpdate, TraceRecorder, run};
 use anu::data::{Label, labels_tensor};
 use anu::models::Classifier;
 use burn::module::Param;
@@ -93,18 +93,9 @@ fn attacks_land_near_the_exact_minimal_norm_of_an_affine_classifier() {
             [batch, 1, 1, n]
         };
         let x = Tensor::<1>::from_data(TensorData::new(images.clone(), [batch * n]), &ad).reshape(shape);
-        for rule in [
-            NormUpdate::Ddn(Ddn { gamma: 0.05 }),
-            NormUpdate::Anu(Anu {
-                gamma0: 0.4,
-                alpha_gamma0: 0.15,
-                gamma_min: 0.0,
-            }),
-            NormUpdate::Fmn(Fmn {
-                gamma0: 0.05,
-                gamma_final: 0.001,
-            }),
-        ] {
+        // Every attack in the rules' table, with its papers' MNIST settings.
+        for row in &anu::attack::rules::RULES {
+            let rule = (row.paper)(anu::data::DatasetName::Mnist, false);
             let spec = AttackSpec::new(50, rule).unwrap();
             let mut trace = TraceRecorder::default();
             let r = run(
