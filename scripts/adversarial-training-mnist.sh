@@ -11,7 +11,9 @@ source "$(dirname "$0")/setup.sh"
 # Fine-tuning -> runs/mnist-at-anu70.safetensors and runs/mnist-at-ddn100.safetensors, with per-epoch
 # logs (clean accuracy, time, mean perturbation norm) in runs/mnist-at-*.json. The committed
 # models/mnist-at-anu70.safetensors and models/mnist-at-ddn100.safetensors were made with these
-# commands (468 s and 650 s on machine A).
+# commands (468 s and 650 s on machine A; those logs were not kept); a later run of them, with its
+# logs, evaluations and robustness curves, is docs/results/mnist-adv-training (261 s and 365 s on
+# machine D).
 for spec in anu:70 ddn:100; do
   name="mnist-at-${spec%%:*}${spec##*:}"
   $anu train --dataset mnist --init-from models/mnist-cnn.safetensors --adversarial "${spec%%:*}" \
