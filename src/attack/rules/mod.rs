@@ -5,8 +5,8 @@
 //!
 //! DDN and ANU hand the shared loop a per-sample factor gamma_k; eps then shrinks by
 //! (1 - gamma_k) after an adversarial iterate and grows by (1 + gamma_k) otherwise (Alg. 1
-//! steps 6-10, Alg. 2 steps 16-20, [`sphere_eps`]), and the iterate is projected onto the
-//! eps-sphere. A new rule is a file here with a [`Rule`] implementation, a variant of
+//! steps 6-10, Alg. 2 steps 16-20, `sphere_eps`), and the iterate is projected onto the
+//! eps-sphere. A new rule is a file here with a `Rule` implementation, a variant of
 //! [`NormUpdate`] and a row of [`RULES`].
 
 pub mod anu;
