@@ -53,33 +53,20 @@ pub struct SpecOverrides {
 }
 
 impl SpecOverrides {
-    /// Refuses the options among `options` (`(given, flag)`) that were given, for an attack
-    /// whose rule has no such setting; `applies_to` names the attacks that have it.
-    pub(crate) fn refuse(
-        &self,
-        options: &[(bool, &'static str)],
-        applies_to: &'static str,
-        attack: AttackKind,
-    ) -> Result<(), SpecError> {
-        match options.iter().find(|(given, _)| *given) {
-            Some(&(_, option)) => Err(SpecError::NotApplicable {
-                option,
-                applies_to,
-                attack,
-            }),
-            None => Ok(()),
-        }
-    }
-
     /// ANU's own options (`--alpha-gamma`, `--gamma-min`), refused for another attack.
     pub(crate) fn refuse_anu_options(&self, attack: AttackKind) -> Result<(), SpecError> {
-        self.refuse(
-            &[
-                (self.alpha_gamma.is_some(), "--alpha-gamma"),
-                (self.gamma_min.is_some(), "--gamma-min"),
-            ],
-            "ANU",
-            attack,
-        )
+        for (given, option) in [
+            (self.alpha_gamma.is_some(), "--alpha-gamma"),
+            (self.gamma_min.is_some(), "--gamma-min"),
+        ] {
+            if given {
+                return Err(SpecError::NotApplicable {
+                    option,
+                    applies_to: "ANU",
+                    attack,
+                });
+            }
+        }
+        Ok(())
     }
 }

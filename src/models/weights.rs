@@ -253,11 +253,8 @@ pub fn load_model(
                 format!("an ONNX file describes its own graph: leave out --model ({})", a.name()),
             ));
         }
-        let (file, _) = open_weights(path)?;
-        let sha256 = crate::fsutil::sha256_hex_of(std::io::Read::take(&file, MAX_WEIGHT_FILE_BYTES))
-            .map_err(|e| read_err(path, e))?;
-        let model = Classifier::Onnx(super::onnx::load(path, normalization, device)?);
-        return checked(Architecture::Onnx, model, path, sha256);
+        let (model, sha256) = super::onnx::load(path, normalization, device)?;
+        return checked(Architecture::Onnx, Classifier::Onnx(model), path, sha256);
     }
     if normalization.is_some() {
         return Err(format_err(

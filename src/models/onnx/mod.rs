@@ -131,8 +131,13 @@ pub fn is_onnx(path: &Path) -> bool {
 /// Reads an ONNX file into a model on `device`, with `normalization` in front of its graph.
 /// Every operator is checked before anything runs (an unsupported one is reported by name and
 /// node); then the graph is run once on two blank images to check that its shapes fit and to
-/// learn its number of classes. Notes (a Softmax left out) go to stderr.
-pub fn load(path: &Path, normalization: Option<&Normalization>, device: &Device) -> Result<OnnxModel, ModelError> {
+/// learn its number of classes. Notes (a Softmax left out) go to stderr. Returns the model and
+/// the SHA-256 of the file's bytes, read once for the checks of [`precheck`] and the digest.
+pub fn load(
+    path: &Path,
+    normalization: Option<&Normalization>,
+    device: &Device,
+) -> Result<(OnnxModel, String), ModelError> {
     let bytes =
         crate::fsutil::read_regular(path, super::weights::MAX_WEIGHT_FILE_BYTES).map_err(|e| ModelError::Io {
             path: path.to_path_buf(),
@@ -140,6 +145,7 @@ pub fn load(path: &Path, normalization: Option<&Normalization>, device: &Device)
             source: e,
         })?;
     precheck::check(path, &bytes).map_err(|e| format_err(path, e))?;
+    let sha256 = crate::fsutil::sha256_hex(&bytes);
     drop(bytes);
     let parsed = std::panic::catch_unwind(|| onnx_ir::OnnxGraphBuilder::new().parse_file(path));
     let graph = match parsed {
@@ -257,5 +263,5 @@ pub fn load(path: &Path, normalization: Option<&Normalization>, device: &Device)
             path.display()
         );
     }
-    Ok(model)
+    Ok((model, sha256))
 }
