@@ -1,7 +1,7 @@
 //! What an ONNX file asks for, checked before `onnx-ir` builds its graph: the file is decoded
 //! once as a plain protobuf (time linear in its size) and refused when its graph has more
 //! nodes than [`MAX_NODES`] (onnx-ir 0.22's graph building takes time quadratic in the node
-//! count: about 44 s for 16 000 nodes on a 2-core machine) or when the tensors it keeps in
+//! count: a graph of 16 000 nodes was seen to take 44 s on a 2-core machine) or when the tensors it keeps in
 //! external data files would read more than the weight-file limit (such files are outside the
 //! `.onnx` file and its own size limit).
 
@@ -12,7 +12,8 @@ use onnx_ir::{GraphProto, Message, ModelProto, TensorProto};
 use crate::models::weights::MAX_WEIGHT_FILE_BYTES;
 
 /// Most nodes (initialisers included: onnx-ir makes each one a node) of a graph that is loaded.
-/// ResNet-50 has about 500 and ViT-B/16 about 2000; at this count onnx-ir takes some 15 s.
+/// ResNet-50 has about 500 and ViT-B/16 about 2000; at this count onnx-ir would take some 15 s
+/// (an estimate from the quadratic growth, not a measurement).
 pub const MAX_NODES: usize = 10_000;
 
 /// What a decoded file holds that matters before it is built.
