@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod models;
 pub mod reproduce;
 pub mod robustness;
+pub mod shard;
 pub mod train;
 
 pub use error::{Error, Result};

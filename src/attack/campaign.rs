@@ -86,6 +86,38 @@ impl AttackSet {
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
+
+    /// The attacks `range` of this set, in order (one shard of it).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Self {
+        let indices: Vec<usize> = range.clone().collect();
+        Self {
+            data: self.data.select(&indices),
+            targets: self.targets.as_ref().map(|t| t[range].to_vec()),
+        }
+    }
+
+    /// SHA-256 of what the set attacks, in one fixed byte layout (files written by earlier
+    /// builds stay valid): image shape, number of classes and of attacks as little-endian u64,
+    /// the pixels, then the labels and the targets as little-endian u16. The pixels are hashed
+    /// where they lie (a targeted ImageNet set holds 600 MB of them), not copied.
+    pub fn sha256(&self) -> String {
+        use std::io::Read;
+        let data = &self.data;
+        let shape: Vec<u8> = data
+            .image_shape
+            .iter()
+            .chain([&data.num_classes, &self.len()])
+            .flat_map(|d| (*d as u64).to_le_bytes())
+            .collect();
+        let labels: Vec<u8> = data
+            .labels
+            .iter()
+            .chain(self.targets.iter().flatten())
+            .flat_map(|l| l.to_le_bytes())
+            .collect();
+        let bytes = shape.as_slice().chain(data.pixels.as_slice()).chain(labels.as_slice());
+        crate::fsutil::sha256_hex_of(bytes).expect("reading from memory cannot fail")
+    }
 }
 
 /// Results of a campaign, one entry per attack.

@@ -20,7 +20,7 @@ pub fn mean_median(norms: &[f32]) -> (f64, f64) {
 }
 
 /// Per-iteration medians over all attacks of a [`Trace`], for diagnosing convergence.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TraceSummary {
     /// Median over the attacks that have succeeded so far of their best adversarial norm
     /// (`None` before any has).

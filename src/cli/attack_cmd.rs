@@ -3,15 +3,21 @@
 //! The results so far are saved after every batch in a partial file beside the result
 //! (`.NAME.part`); the same command run again after an interruption continues from there, and
 //! the partial file is removed once the result is written.
+//!
+//! With `--shard I/N` (or a Slurm array task or Kubernetes Indexed Job, from their variables)
+//! it attacks part I of N of the set and writes `NAME.shard-I-of-N.json`; `anu merge` makes
+//! the unsharded result of the parts.
 
 use std::path::PathBuf;
 
 use anyhow::{Result, anyhow};
 use clap::Args;
 
-use anu::attack::stats::{TraceSummary, mean_median};
-use anu::attack::{AttackSet, CampaignCheckpoint, EveryStep, Precision, TraceRecorder, attack_remaining};
+use anu::attack::report::{summarise, throughput};
+use anu::attack::stats::TraceSummary;
+use anu::attack::{AttackReport, AttackSet, CampaignCheckpoint, EveryStep, Precision, TraceRecorder, attack_remaining};
 use anu::data::Split;
+use anu::shard::{Shard, ShardPart};
 
 use super::{Common, ExecArgs, SpecArgs, at_least_one, iteration_bar};
 
@@ -49,10 +55,27 @@ pub struct AttackArgs {
     /// `.NAME.part` beside it, and the same command continues from them.
     #[arg(long)]
     json: PathBuf,
+    /// Attack only part I (from 0) of N of the set, e.g. 2/8, and write it to
+    /// NAME.shard-I-of-N.json; `anu merge` joins the parts. Without it, a Slurm array task or
+    /// a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with ANU_SHARD_COUNT) runs its part;
+    /// 0/1 runs the whole set there.
+    #[arg(long)]
+    shard: Option<Shard>,
 }
 
 pub fn run(args: AttackArgs) -> Result<()> {
-    anu::fsutil::check_output_file(&args.json)?;
+    let shard = Shard::from_flag_or_env(args.shard)?;
+    if let Some((_, said)) = &shard {
+        eprintln!("{said}");
+        if args.trace {
+            anyhow::bail!("--trace records whole runs: it cannot be used on a shard (--shard 0/1 runs the whole set)");
+        }
+    }
+    let json_path = match &shard {
+        Some((s, _)) if s.count > 1 => s.output_path(&args.json),
+        _ => args.json.clone(),
+    };
+    anu::fsutil::check_output_file(&json_path)?;
     at_least_one(args.n, "--n")?;
     let dataset = args.common.dataset;
     let spec = args.spec_args.spec(dataset, args.targeted, args.steps)?;
@@ -63,13 +86,30 @@ pub fn run(args: AttackArgs) -> Result<()> {
     let device = args.common.device()?;
     let loaded = args.common.load_model(&args.model_file, &device)?;
     let test = args.common.load(Split::Test)?.take(args.n);
-    let set = if args.targeted {
+    let whole = if args.targeted {
         AttackSet::targeted(&test, dataset.info().targets)
     } else {
         AttackSet::untargeted(test.clone())
     };
-    let partial = anu::fsutil::partial_path(&args.json);
-    let run = serde_json::json!({
+    // The set is split after it is made, so a shard attacks exactly what the unsharded run
+    // attacks in those places (ImageNet's random targets included).
+    let (set, part) = match &shard {
+        Some((s, _)) => {
+            let range = s.range(whole.len(), execution.batch_size());
+            let part = ShardPart {
+                shard: *s,
+                first: range.start,
+                end: range.end,
+                total: whole.len(),
+                set_sha256: whole.sha256(),
+            };
+            eprintln!("shard {s}: attacks {}..{} of {}", range.start, range.end, whole.len());
+            (whole.slice(range), Some(part))
+        }
+        None => (whole, None),
+    };
+    let partial = anu::fsutil::partial_path(&json_path);
+    let mut run = serde_json::json!({
         "attack": spec.kind(),
         "spec": spec,
         "dataset": dataset,
@@ -80,6 +120,9 @@ pub fn run(args: AttackArgs) -> Result<()> {
         "n_images": test.len(),
         "precision": args.precision,
     });
+    if let Some(part) = &part {
+        run["shard"] = serde_json::to_value(part)?;
+    }
     let mut checkpoint = if args.trace {
         CampaignCheckpoint::new(run, &set)
     } else {
@@ -127,42 +170,43 @@ pub fn run(args: AttackArgs) -> Result<()> {
     )
     .map_err(|e| loaded.blame(e))?;
     bar.finish_and_clear();
-    let (mean, median) = mean_median(&result.norms);
     let norms: Vec<Option<f32>> = result.norms.iter().map(|n| n.is_finite().then_some(*n)).collect();
-    let trace_summary = args.trace.then(|| TraceSummary::of(&recorder.trace));
-    let out = serde_json::json!({
-        "attack": spec.kind(),
-        "dataset": dataset,
-        "model": loaded.arch.name(),
-        "model_file": args.model_file,
-        "model_sha256": loaded.sha256,
-        "steps": args.steps,
-        "targeted": args.targeted,
-        "n_images": test.len(),
-        "n_attacks": set.len(),
-        "batch_size": execution.batch_size(),
-        "precision": args.precision,
-        "f32_recheck": result.recheck,
-        "success_rate": result.success_rate(),
-        "mean_l2": mean,
-        "median_l2": median,
-        "seconds": result.seconds,
-        "images_x_iterations_per_second": (set.len() * args.steps) as f64 / result.seconds,
-        "peak_rss_bytes": anu::machine::peak_rss_bytes(),
-        "device": args.common.device,
-        "spec": spec,
-        "norms": norms,
-        "segments": checkpoint.segments,
-        "trace_summary": trace_summary,
-        "manifest": args.common.manifest(&[&loaded]),
-    });
-    anu::fsutil::write_json(&args.json, &out)?;
+    let (success_rate, mean, median) = summarise(&norms);
+    let report = AttackReport {
+        attack: spec.kind(),
+        dataset,
+        model: loaded.arch.name().to_string(),
+        model_file: args.model_file.clone(),
+        model_sha256: loaded.sha256.clone(),
+        steps: args.steps,
+        targeted: args.targeted,
+        n_images: test.len(),
+        n_attacks: set.len(),
+        batch_size: execution.batch_size(),
+        precision: args.precision,
+        f32_recheck: result.recheck,
+        success_rate,
+        mean_l2: mean,
+        median_l2: median,
+        seconds: result.seconds,
+        images_x_iterations_per_second: throughput(set.len(), args.steps, result.seconds),
+        peak_rss_bytes: anu::machine::peak_rss_bytes(),
+        device: args.common.device,
+        spec,
+        norms,
+        segments: checkpoint.segments.clone(),
+        trace_summary: args.trace.then(|| TraceSummary::of(&recorder.trace)),
+        manifest: args.common.manifest(&[&loaded]),
+        shard: part,
+        merged_from: Vec::new(),
+    };
+    anu::fsutil::write_json(&json_path, &report)?;
     if !args.trace {
         anu::fsutil::remove_if_present(&partial)?;
     }
     let peak_mb = anu::machine::peak_rss_bytes().map_or("?".to_string(), |b| format!("{:.0}", b as f64 / 1e6));
     // Failed attacks are left out of the mean and median; with no success there are none.
-    let norms_line = if mean.is_finite() {
+    let norms_line = if let (Some(mean), Some(median)) = (mean, median) {
         format!("mean L2 {mean:.4}, median L2 {median:.4}")
     } else {
         "no adversarial found, so no mean or median L2".to_string()
@@ -177,13 +221,13 @@ pub fn run(args: AttackArgs) -> Result<()> {
     };
     println!(
         "{} {} steps{}{precision_note}: {} attacks, success {:.4}, {norms_line}, {:.1} s, peak memory {peak_mb} MB -> {}",
-        spec.kind(),
+        report.attack,
         args.steps,
         if args.targeted { " (targeted)" } else { "" },
         set.len(),
-        result.success_rate(),
+        success_rate,
         result.seconds,
-        args.json.display()
+        json_path.display()
     );
     Ok(())
 }

@@ -5,6 +5,7 @@ mod attack_cmd;
 mod bench_cmd;
 mod data_cmd;
 mod eval_cmd;
+mod merge_cmd;
 mod reproduce_cmd;
 mod robustness_cmd;
 mod train_cmd;
@@ -37,6 +38,8 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Attack the first N test images with DDN, ANU or FMN and summarise the norms.
     Attack(attack_cmd::AttackArgs),
+    /// Join the result files of a sharded `anu attack` (`--shard I/N`) into the unsharded result.
+    Merge(merge_cmd::MergeArgs),
     /// Reproduce the paper's Tables 1-2 and Figures 3-4 (attack evaluation).
     Reproduce(reproduce_cmd::ReproduceArgs),
     /// Accuracy vs maximum L2 norm for several models (Figures 5-6).
@@ -230,6 +233,7 @@ pub fn main() -> Result<()> {
         Command::Train(a) => train_cmd::run(a),
         Command::Eval(a) => eval_cmd::run(a),
         Command::Attack(a) => attack_cmd::run(a),
+        Command::Merge(a) => merge_cmd::run(a),
         Command::Reproduce(a) => reproduce_cmd::run(a),
         Command::Bench(a) => bench_cmd::run(a),
         Command::Robustness(a) => robustness_cmd::run(a),

@@ -1,0 +1,68 @@
+//! `anu merge`: joins the result files of a sharded `anu attack` into the file the unsharded
+//! run writes, after checking that they are the parts of one experiment, each once.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use anu::attack::AttackReport;
+use anu::manifest::Manifest;
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Where to write the merged result.
+    out: PathBuf,
+    /// The shard files (`NAME.shard-I-of-N.json`), in any order.
+    #[arg(required = true)]
+    shards: Vec<PathBuf>,
+}
+
+pub fn run(args: MergeArgs) -> Result<()> {
+    anu::fsutil::check_output_file(&args.out)?;
+    if let Some(same) = args.shards.iter().find(|s| same_file(s, &args.out)) {
+        bail!(
+            "{} is one of the shards: write the merged result elsewhere",
+            same.display()
+        );
+    }
+    let mut parts = Vec::with_capacity(args.shards.len());
+    for path in &args.shards {
+        parts.push((path.display().to_string(), AttackReport::read(path)?));
+    }
+    let mut merged = AttackReport::merge(parts)?;
+    let command: Vec<String> = std::env::args().collect();
+    merged.manifest = Manifest::merged(&merged.manifest, command.join(" "), args.shards.len());
+    let devices: std::collections::BTreeSet<&str> = merged.segments.iter().map(|s| s.device.as_str()).collect();
+    if devices.len() > 1 {
+        eprintln!(
+            "note: the shards ran on different devices ({}); their norms may differ in the last bits from one device's run",
+            devices.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    anu::fsutil::write_json(&args.out, &merged)?;
+    let norms = match (merged.mean_l2, merged.median_l2) {
+        (Some(mean), Some(median)) => format!("mean L2 {mean:.4}, median L2 {median:.4}"),
+        _ => "no adversarial found, so no mean or median L2".to_string(),
+    };
+    println!(
+        "{} {} steps{}: {} attacks from {} shards, success {:.4}, {norms}, {:.1} s in all -> {}",
+        merged.attack,
+        merged.steps,
+        if merged.targeted { " (targeted)" } else { "" },
+        merged.n_attacks,
+        args.shards.len(),
+        merged.success_rate,
+        merged.seconds,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Whether `a` and `b` name the same file (or the same path, when `b` does not exist yet).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
