@@ -123,6 +123,7 @@ pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, series
 }
 
 /// One cell of an image grid: pixels (C x H x W in [0,1]) with a caption above and below.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Cell {
     /// Pixels, channel-major.
     pub pixels: Vec<f32>,

@@ -135,17 +135,22 @@ pub fn robustness_csv(eps: &[f64], results: &[ModelRobustness]) -> String {
 }
 
 /// One evaluated model.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ModelRobustness {
     /// Label in the figures (the file stem).
     pub name: String,
     /// Weight file.
     pub file: String,
-    /// Clean accuracy on the attacked images.
+    /// SHA-256 of the weight file.
+    #[serde(default)]
+    pub model_sha256: String,
+    /// Clean accuracy on the attacked images (NaN, written null, without images).
+    #[serde(with = "nan_as_null")]
     pub clean_accuracy: f64,
     /// Minimal adversarial distance per image (0 misclassified, null for failed attacks).
     pub distances: Vec<Option<f32>>,
-    /// Robust accuracy at each eps of the grid.
+    /// Robust accuracy at each eps of the grid (NaN, written null, without images).
+    #[serde(with = "nan_as_null::each")]
     pub accuracy: Vec<f64>,
     /// Wall time of the attack, in seconds.
     pub seconds: f64,
@@ -155,6 +160,68 @@ pub struct ModelRobustness {
     /// Predicted class of each adversarial image.
     #[serde(skip)]
     pub adversarial_predictions: Vec<i64>,
+}
+
+/// An accuracy of no images is NaN: written as JSON null and read back as NaN.
+mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+        if value.is_nan() {
+            s.serialize_none()
+        } else {
+            s.serialize_f64(*value)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+
+    pub mod each {
+        use serde::ser::SerializeSeq;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(values: &[f64], s: S) -> std::result::Result<S::Ok, S::Error> {
+            let mut seq = s.serialize_seq(Some(values.len()))?;
+            for v in values {
+                seq.serialize_element(&(!v.is_nan()).then_some(*v))?;
+            }
+            seq.end()
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<f64>, D::Error> {
+            let values = Vec::<Option<f64>>::deserialize(d)?;
+            Ok(values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+        }
+    }
+}
+
+impl ModelRobustness {
+    /// The result of a model from its minimal adversarial distances (`None`: the attack
+    /// failed): clean accuracy and the accuracy curve over `eps`; no adversarial images.
+    pub fn of_distances(
+        name: String,
+        file: String,
+        model_sha256: String,
+        distances: Vec<Option<f32>>,
+        eps: &[f64],
+        seconds: f64,
+    ) -> Self {
+        let values: Vec<f32> = distances.iter().map(|d| d.unwrap_or(f32::INFINITY)).collect();
+        let clean = values.iter().filter(|&&d| d > 0.0).count() as f64 / values.len() as f64;
+        Self {
+            name,
+            file,
+            model_sha256,
+            clean_accuracy: clean,
+            accuracy: robust_accuracy(&values, eps),
+            distances,
+            seconds,
+            adversarials: Vec::new(),
+            adversarial_predictions: Vec::new(),
+        }
+    }
 }
 
 /// Attacks `data` (of `dataset`) with `spec` on each named model and gathers distances and
@@ -192,55 +259,64 @@ pub fn evaluate(
             )
             .reshape([data.len(), c, h, w]);
             let adversarial_predictions = predictions(model, images);
-            let clean = result.norms.iter().filter(|&&d| d > 0.0).count() as f64 / data.len() as f64;
-            Ok(ModelRobustness {
-                name: name.clone(),
-                file: loaded.path.display().to_string(),
-                clean_accuracy: clean,
-                distances: result.norms.iter().map(|d| d.is_finite().then_some(*d)).collect(),
-                accuracy: robust_accuracy(&result.norms, eps),
-                seconds: result.seconds,
-                adversarials,
-                adversarial_predictions,
-            })
+            let mut model = ModelRobustness::of_distances(
+                name.clone(),
+                loaded.path.display().to_string(),
+                loaded.sha256.clone(),
+                result.norms.iter().map(|d| d.is_finite().then_some(*d)).collect(),
+                eps,
+                result.seconds,
+            );
+            model.adversarials = adversarials;
+            model.adversarial_predictions = adversarial_predictions;
+            Ok(model)
         })
         .collect()
 }
 
-/// Writes `robustness.json`, `robustness.csv`, `fig5.png` and `fig6.png` to `out`.
-pub fn write_outputs(
-    out: &Path,
+/// What `robustness.json` holds: the experiment, the eps grid and each model's distances and
+/// curve (and, for a shard, its part of the images).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RobustnessReport {
+    /// The eps grid of the curves.
+    pub eps: Vec<f64>,
+    /// One entry per model, in the order given.
+    pub models: Vec<ModelRobustness>,
+    /// The data set (`None` in files of earlier builds).
+    #[serde(default)]
+    pub dataset: Option<DatasetName>,
+    /// The attack's settings.
+    #[serde(default)]
+    pub spec: Option<AttackSpec>,
+    /// The first N test images were attacked.
+    #[serde(default)]
+    pub n_images: usize,
+    /// Attacks per batch.
+    #[serde(default)]
+    pub batch_size: usize,
+    /// The part of the images this file holds, when the run was sharded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::ShardPart>,
+    /// The shard folders a merged result was made from, in image order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
+}
+
+/// Figure 6's rows: a label and the row's cells.
+pub type Fig6Rows = Vec<(String, Vec<Cell>)>;
+
+/// Figure 6's rows (originals, then each model's adversarials, `fig6_images` columns) for the
+/// images of `data`, which start at image `first` of the whole set: only images among the
+/// whole set's first `fig6_images` are drawn.
+pub fn fig6_rows(
     data: &Dataset,
-    eps: &[f64],
+    first: usize,
     results: &[ModelRobustness],
     class_names: &[String],
     fig6_images: usize,
-) -> Result<()> {
-    create_dir(out)?;
-    write_json(
-        &out.join("robustness.json"),
-        &serde_json::json!({ "eps": eps, "models": results }),
-    )?;
-    let csv_path = out.join("robustness.csv");
-    write_atomic(&csv_path, robustness_csv(eps, results).as_bytes())?;
-
-    let series: Vec<Series> = results
-        .iter()
-        .map(|r| Series {
-            name: r.name.clone(),
-            points: eps.iter().copied().zip(r.accuracy.iter().copied()).collect(),
-        })
-        .collect();
-    unless_undrawable(line_chart(
-        &out.join("fig5.png"),
-        "Figure 5: accuracy vs maximum L2 norm",
-        "maximum L2 norm eps",
-        "accuracy",
-        &series,
-    ))?;
-
+) -> Fig6Rows {
     let len = data.image_len();
-    let k = fig6_images.min(data.len());
+    let k = fig6_images.saturating_sub(first).min(data.len());
     let class = |c: i64| class_names.get(c as usize).cloned().unwrap_or_else(|| c.to_string());
     let mut rows = vec![(
         "original".to_string(),
@@ -266,14 +342,135 @@ pub fn write_outputs(
                 .collect(),
         ));
     }
+    rows
+}
+
+/// The file beside a shard's `robustness.json` that keeps its Figure 6 cells for the merge.
+pub const FIG6_CELLS_FILE: &str = "fig6-cells.json";
+
+/// Writes `robustness.json`, `robustness.csv`, `fig5.png` and `fig6.png` (from `fig6`) to
+/// `out`; a shard also keeps its Figure 6 cells in [`FIG6_CELLS_FILE`] for the merge.
+pub fn write_outputs(out: &Path, report: &RobustnessReport, fig6: &[(String, Vec<Cell>)]) -> Result<()> {
+    create_dir(out)?;
+    write_json(&out.join("robustness.json"), report)?;
+    let (eps, results) = (&report.eps, &report.models);
+    let csv_path = out.join("robustness.csv");
+    write_atomic(&csv_path, robustness_csv(eps, results).as_bytes())?;
+    if report.shard.is_some() {
+        write_json(&out.join(FIG6_CELLS_FILE), &fig6)?;
+    }
+
+    let series: Vec<Series> = results
+        .iter()
+        .map(|r| Series {
+            name: r.name.clone(),
+            points: eps.iter().copied().zip(r.accuracy.iter().copied()).collect(),
+        })
+        .collect();
+    unless_undrawable(line_chart(
+        &out.join("fig5.png"),
+        "Figure 5: accuracy vs maximum L2 norm",
+        "maximum L2 norm eps",
+        "accuracy",
+        &series,
+    ))?;
     // Small images are enlarged; ImageNet-sized ones are drawn at half size.
-    let scale = (84 / data.image_shape[1]).max(1);
+    let height = fig6
+        .first()
+        .and_then(|(_, cells)| cells.first())
+        .map_or(28, |c| c.shape[1]);
+    let scale = (84 / height.max(1)).max(1);
     unless_undrawable(image_grid(
         &out.join("fig6.png"),
         "Figure 6: adversarial examples (L2 norm above, predicted class below)",
-        &rows,
+        fig6,
         scale,
     ))
+}
+
+/// Merges the results of the shard folders `parts` (each named by its folder, with its
+/// report and Figure 6 cells) of one robustness run into the unsharded run's: every model's
+/// distances in image order, its curve and clean accuracy recomputed, seconds added up, and
+/// Figure 6's columns gathered from the shards that hold the first images. Shards of another
+/// experiment, or that do not cover the images exactly once, are refused with the folder named.
+pub fn merge(parts: Vec<(String, RobustnessReport, Fig6Rows)>) -> Result<(RobustnessReport, Fig6Rows)> {
+    let mut named = Vec::with_capacity(parts.len());
+    for (name, report, _) in &parts {
+        let part = report.shard.clone().ok_or_else(|| {
+            Error::Invalid(format!(
+                "{name} is not the result of a sharded run (its robustness.json has no \"shard\")"
+            ))
+        })?;
+        if report.models.iter().any(|m| m.distances.len() != part.len()) {
+            return Err(Error::Invalid(format!(
+                "{name}: a model holds a number of distances other than its part's {}",
+                part.len()
+            )));
+        }
+        named.push((name.clone(), part));
+    }
+    let (first_name, first, _) = &parts[0];
+    let experiment = |r: &RobustnessReport| {
+        let models: Vec<(&str, &str)> = r
+            .models
+            .iter()
+            .map(|m| (m.name.as_str(), m.model_sha256.as_str()))
+            .collect();
+        serde_json::json!({
+            "eps": r.eps, "dataset": r.dataset, "spec": r.spec, "n_images": r.n_images,
+            "batch_size": r.batch_size, "models": models,
+        })
+    };
+    let reference = experiment(first);
+    for (name, report, _) in &parts[1..] {
+        let mine = experiment(report);
+        if mine != reference {
+            let field = ["eps", "dataset", "spec", "n_images", "batch_size", "models"]
+                .into_iter()
+                .find(|f| mine[f] != reference[f])
+                .unwrap_or("settings");
+            return Err(Error::Invalid(format!(
+                "{name} is a shard of another experiment than {first_name}: its {field} differ"
+            )));
+        }
+    }
+    let order = crate::shard::check_cover(&named)?;
+    let mut models = Vec::with_capacity(first.models.len());
+    for (m, model) in first.models.iter().enumerate() {
+        let distances: Vec<Option<f32>> = order
+            .iter()
+            .flat_map(|&i| parts[i].1.models[m].distances.clone())
+            .collect();
+        let seconds = order.iter().map(|&i| parts[i].1.models[m].seconds).sum();
+        models.push(ModelRobustness::of_distances(
+            model.name.clone(),
+            model.file.clone(),
+            model.model_sha256.clone(),
+            distances,
+            &first.eps,
+            seconds,
+        ));
+    }
+    let mut fig6: Fig6Rows = Vec::new();
+    for &i in &order {
+        for (r, (label, cells)) in parts[i].2.iter().enumerate() {
+            match fig6.get_mut(r) {
+                Some((_, all)) => all.extend(cells.iter().cloned()),
+                None => fig6.push((label.clone(), cells.clone())),
+            }
+        }
+    }
+    let merged = RobustnessReport {
+        eps: first.eps.clone(),
+        models,
+        dataset: first.dataset,
+        spec: first.spec.clone(),
+        n_images: first.n_images,
+        batch_size: first.batch_size,
+        shard: None,
+        merged_from: order.iter().map(|&i| parts[i].0.clone()).collect(),
+    };
+    Ok((merged, fig6))
 }
 
 #[cfg(test)]
@@ -318,6 +515,7 @@ mod tests {
         ModelRobustness {
             name: name.into(),
             file: String::new(),
+            model_sha256: String::new(),
             clean_accuracy: accuracy[0],
             distances: Vec::new(),
             accuracy,
@@ -335,18 +533,31 @@ mod tests {
         r.adversarials = vec![0.5; 2 * 16];
         r.adversarial_predictions = vec![1, 0];
         let classes = ["a".to_string(), "b".to_string()];
+        let report = |models: Vec<ModelRobustness>| RobustnessReport {
+            eps: vec![0.0, 1.0],
+            models,
+            dataset: None,
+            spec: None,
+            n_images: 2,
+            batch_size: 2,
+            shard: None,
+            merged_from: Vec::new(),
+        };
+        let fig6 = fig6_rows(&data, 0, std::slice::from_ref(&r), &classes, 2);
+        assert_eq!(fig6.len(), 2);
+        assert_eq!(fig6[1].1[1].top, "failed");
         for figure in ["fig5.png", "fig6.png"] {
             let out = tempfile::tempdir().unwrap();
             // A folder where the figure goes: it cannot be written, as on a full disk.
             std::fs::create_dir(out.path().join(figure)).unwrap();
-            let err = write_outputs(out.path(), &data, &[0.0, 1.0], std::slice::from_ref(&r), &classes, 2)
+            let err = write_outputs(out.path(), &report(vec![r.clone()]), &fig6)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(figure), "{figure}: {err}");
         }
         // With nothing in the way, every promised file is there.
         let out = tempfile::tempdir().unwrap();
-        write_outputs(out.path(), &data, &[0.0, 1.0], &[r], &classes, 2).unwrap();
+        write_outputs(out.path(), &report(vec![r]), &fig6).unwrap();
         for file in ["robustness.json", "robustness.csv", "fig5.png", "fig6.png"] {
             assert!(out.path().join(file).is_file(), "{file}");
         }

@@ -284,7 +284,7 @@ mod tests {
                 for index in 0..count {
                     let r = Shard::new(index, count).unwrap().range(total, batch);
                     assert_eq!(r.start, next, "{total}/{batch} shard {index}/{count}");
-                    assert!(r.start % batch == 0 || r.start == total);
+                    assert!(r.start.is_multiple_of(batch) || r.start == total);
                     next = r.end;
                 }
                 assert_eq!(next, total, "{total}/{batch} in {count}");

@@ -259,3 +259,86 @@ fn gaps_overlaps_and_shards_of_other_experiments_are_refused_by_name() {
     let err = refused(run_attack(&json, false, 2, &["--shard", "0/2", "--trace"], &[]));
     assert!(err.contains("--trace"), "{err}");
 }
+
+fn robustness(out: &Path, models: &[&str], extra: &[&str]) -> Output {
+    let mut args: Vec<String> = [
+        "robustness",
+        "--dataset",
+        "mnist",
+        "--steps",
+        "8",
+        "--n",
+        "10",
+        "--batch-size",
+        "3",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(["--data-dir".into(), common::data_dir().display().to_string()]);
+    for m in models {
+        args.extend([
+            "--model-file".into(),
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("models")
+                .join(m)
+                .display()
+                .to_string(),
+        ]);
+    }
+    args.extend(["--out".into(), out.display().to_string()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    anu(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+}
+
+#[test]
+fn merged_robustness_shards_give_the_unsharded_curves_table_and_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = ["mnist-cnn.safetensors", "mnist-at-anu70.safetensors"];
+    let whole = dir.path().join("whole");
+    ok(robustness(&whole, &models, &[]));
+    let out = dir.path().join("r");
+    // 4 batches in 5 shards: one has no images.
+    let shards: Vec<PathBuf> = (0..5)
+        .map(|i| {
+            ok(robustness(&out, &models, &["--shard", &format!("{i}/5")]));
+            dir.path().join(format!("r.shard-{i}-of-5"))
+        })
+        .collect();
+    let merged = dir.path().join("merged");
+    ok(merge(&merged, &shards));
+    let (a, b) = (
+        read(&whole.join("robustness.json")),
+        read(&merged.join("robustness.json")),
+    );
+    for (ma, mb) in a["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(b["models"].as_array().unwrap())
+    {
+        for field in ["distances", "accuracy", "clean_accuracy", "model_sha256"] {
+            assert_eq!(ma[field], mb[field], "{field}");
+        }
+    }
+    for file in ["robustness.csv", "fig6.png", "fig5.png"] {
+        assert_eq!(
+            std::fs::read(whole.join(file)).unwrap(),
+            std::fs::read(merged.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+
+    // A shard of other models, and a missing shard, are refused by name.
+    let other = dir.path().join("o");
+    ok(robustness(&other, &models[..1], &["--shard", "2/5"]));
+    let mut foreign = shards.clone();
+    foreign[2] = dir.path().join("o.shard-2-of-5");
+    let err = refused(merge(&dir.path().join("m2"), &foreign));
+    assert!(
+        err.contains("o.shard-2-of-5") && err.contains("another experiment"),
+        "{err}"
+    );
+    let err = refused(merge(&dir.path().join("m2"), &shards[1..]));
+    assert!(err.contains("shards missing: 0/5"), "{err}");
+}

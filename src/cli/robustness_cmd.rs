@@ -1,4 +1,7 @@
 //! `anu robustness`: accuracy vs maximum L2 norm for several models (Figures 5-6).
+//!
+//! With `--shard I/N` (or a Slurm array task or Kubernetes Indexed Job) it attacks part I of
+//! N of the images and writes to `OUT.shard-I-of-N`; `anu merge` makes the unsharded folder.
 
 use std::path::PathBuf;
 
@@ -7,7 +10,8 @@ use clap::Args;
 
 use anu::attack::EveryStep;
 use anu::data::Split;
-use anu::robustness::{eps_grid, evaluate, summary_line, write_outputs};
+use anu::robustness::{ModelRobustness, RobustnessReport, eps_grid, evaluate, fig6_rows, summary_line, write_outputs};
+use anu::shard::{Shard, ShardPart};
 
 use super::{Common, ExecArgs, SpecArgs, at_least_one, iteration_bar};
 
@@ -40,10 +44,24 @@ pub struct RobustnessArgs {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
+    /// Attack only part I (from 0) of N of the images, e.g. 2/8, and write to
+    /// OUT.shard-I-of-N; `anu merge` joins the parts. Without it, a Slurm array task or a
+    /// Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with ANU_SHARD_COUNT) runs its part;
+    /// 0/1 runs the whole set there.
+    #[arg(long)]
+    shard: Option<Shard>,
 }
 
 pub fn run(args: RobustnessArgs) -> Result<()> {
-    anu::fsutil::check_output_dir(&args.out)?;
+    let shard = Shard::from_flag_or_env(args.shard)?;
+    if let Some((_, said)) = &shard {
+        eprintln!("{said}");
+    }
+    let out = match &shard {
+        Some((s, _)) if s.count > 1 => s.output_path(&args.out),
+        _ => args.out.clone(),
+    };
+    anu::fsutil::check_output_dir(&out)?;
     let dataset = args.common.dataset;
     at_least_one(args.n, "--n")?;
     let spec = args.spec_args.spec(dataset, false, args.steps)?;
@@ -61,30 +79,74 @@ pub fn run(args: RobustnessArgs) -> Result<()> {
             .unwrap_or_default();
         models.push((name, loaded));
     }
-    let test = args.common.load(Split::Test)?.take(args.n);
+    let whole = args.common.load(Split::Test)?.take(args.n);
+    let (test, part) = match &shard {
+        Some((s, _)) => {
+            let range = s.range(whole.len(), execution.batch_size());
+            eprintln!("shard {s}: images {}..{} of {}", range.start, range.end, whole.len());
+            let part = ShardPart {
+                shard: *s,
+                first: range.start,
+                end: range.end,
+                total: whole.len(),
+                set_sha256: anu::attack::AttackSet::untargeted(whole.clone()).sha256(),
+            };
+            (whole.select(&range.collect::<Vec<_>>()), Some(part))
+        }
+        None => (whole.clone(), None),
+    };
     let total = (models.len() * test.len().div_ceil(execution.batch_size()) * args.steps) as u64;
     let bar = iteration_bar(total, &format!("{} {}", spec.kind(), args.steps));
-    let results = evaluate(
-        &models,
-        dataset,
-        &test,
-        &spec,
-        &execution,
-        &eps,
-        &device,
-        &mut EveryStep(|| bar.inc(1)),
-    )?;
+    // A shard with no batch of its own (more shards than batches) records an empty part.
+    let results = if test.is_empty() {
+        models
+            .iter()
+            .map(|(name, m)| {
+                ModelRobustness::of_distances(
+                    name.clone(),
+                    m.path.display().to_string(),
+                    m.sha256.clone(),
+                    Vec::new(),
+                    &eps,
+                    0.0,
+                )
+            })
+            .collect()
+    } else {
+        evaluate(
+            &models,
+            dataset,
+            &test,
+            &spec,
+            &execution,
+            &eps,
+            &device,
+            &mut EveryStep(|| bar.inc(1)),
+        )?
+    };
     bar.finish_and_clear();
     let names = info.class_names(&args.common.data_dir());
-    write_outputs(&args.out, &test, &eps, &results, &names, args.fig6_images)?;
+    let first = part.as_ref().map_or(0, |p| p.first);
+    let fig6 = fig6_rows(&test, first, &results, &names, args.fig6_images);
+    let report = RobustnessReport {
+        eps: eps.clone(),
+        models: results.clone(),
+        dataset: Some(dataset),
+        spec: Some(spec),
+        n_images: whole.len(),
+        batch_size: execution.batch_size(),
+        shard: part,
+        merged_from: Vec::new(),
+    };
+    write_outputs(&out, &report, &fig6)?;
     let loaded: Vec<_> = models.iter().map(|(_, m)| m).collect();
-    args.common.manifest(&loaded).write_to(&args.out)?;
+    args.common.manifest(&loaded).write_to(&out)?;
     for r in &results {
         println!("{}", summary_line(r, &eps));
     }
     println!(
         "wrote {}/robustness.{{json,csv}}, fig5.png, fig6.png, manifest.json",
-        args.out.display()
+        out.display()
     );
     Ok(())
 }
