@@ -16,6 +16,7 @@ pub mod error;
 pub mod eval;
 pub mod figures;
 pub mod fsutil;
+pub mod json_nan;
 pub mod kernels;
 pub mod loss;
 pub mod machine;

@@ -145,12 +145,12 @@ pub struct ModelRobustness {
     #[serde(default)]
     pub model_sha256: String,
     /// Clean accuracy on the attacked images (NaN, written null, without images).
-    #[serde(with = "nan_as_null")]
+    #[serde(with = "crate::json_nan")]
     pub clean_accuracy: f64,
     /// Minimal adversarial distance per image (0 misclassified, null for failed attacks).
     pub distances: Vec<Option<f32>>,
     /// Robust accuracy at each eps of the grid (NaN, written null, without images).
-    #[serde(with = "nan_as_null::each")]
+    #[serde(with = "crate::json_nan::each")]
     pub accuracy: Vec<f64>,
     /// Wall time of the attack, in seconds.
     pub seconds: f64,
@@ -160,41 +160,6 @@ pub struct ModelRobustness {
     /// Predicted class of each adversarial image.
     #[serde(skip)]
     pub adversarial_predictions: Vec<i64>,
-}
-
-/// An accuracy of no images is NaN: written as JSON null and read back as NaN.
-mod nan_as_null {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
-        if value.is_nan() {
-            s.serialize_none()
-        } else {
-            s.serialize_f64(*value)
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-    }
-
-    pub mod each {
-        use serde::ser::SerializeSeq;
-        use serde::{Deserialize, Deserializer, Serializer};
-
-        pub fn serialize<S: Serializer>(values: &[f64], s: S) -> std::result::Result<S::Ok, S::Error> {
-            let mut seq = s.serialize_seq(Some(values.len()))?;
-            for v in values {
-                seq.serialize_element(&(!v.is_nan()).then_some(*v))?;
-            }
-            seq.end()
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<f64>, D::Error> {
-            let values = Vec::<Option<f64>>::deserialize(d)?;
-            Ok(values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
-        }
-    }
 }
 
 impl ModelRobustness {

@@ -342,3 +342,118 @@ fn merged_robustness_shards_give_the_unsharded_curves_table_and_figures() {
     let err = refused(merge(&dir.path().join("m2"), &shards[1..]));
     assert!(err.contains("shards missing: 0/5"), "{err}");
 }
+
+fn reproduce(out: &Path, extra: &[&str]) -> Output {
+    let mut args: Vec<String> = [
+        "reproduce",
+        "--dataset",
+        "mnist",
+        "--n",
+        "6",
+        "--budgets",
+        "6,12",
+        "--fig4-steps",
+        "12",
+        "--batch-size",
+        "5",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend([
+        "--data-dir".into(),
+        common::data_dir().display().to_string(),
+        "--model-file".into(),
+        common::mnist_model_path().display().to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    anu(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+}
+
+#[test]
+fn merged_reproduce_shards_give_the_unsharded_rows_and_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole");
+    ok(reproduce(&whole, &[]));
+    // Table 1: 6 attacks in 2 batches; Table 2: 54 in 11; 3 shards.
+    let shards: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            ok(reproduce(&dir.path().join("r"), &["--shard", &format!("{i}/3")]));
+            dir.path().join(format!("r.shard-{i}-of-3"))
+        })
+        .collect();
+    let merged = dir.path().join("merged");
+    ok(merge(&merged, &shards));
+    for table in ["table1", "table2"] {
+        let (a, b) = (
+            read(&whole.join(format!("{table}.json"))),
+            read(&merged.join(format!("{table}.json"))),
+        );
+        let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
+        assert_eq!(a.len(), 4, "{table}: DDN and ANU at 2 budgets");
+        assert_eq!(a.len(), b.len());
+        for (ra, rb) in a.iter().zip(b) {
+            for field in [
+                "attack",
+                "budget",
+                "norms",
+                "n_attacks",
+                "success_rate",
+                "mean_l2",
+                "median_l2",
+                "key",
+            ] {
+                assert_eq!(ra[field], rb[field], "{table}: {field}");
+            }
+        }
+    }
+    for figure in ["fig3.png", "fig4.png"] {
+        assert_eq!(
+            std::fs::read(whole.join(figure)).unwrap(),
+            std::fs::read(merged.join(figure)).unwrap(),
+            "{figure}"
+        );
+    }
+    let (a, b) = (
+        read(&whole.join("rows/fig4-anu.json")),
+        read(&merged.join("rows/fig4-anu.json")),
+    );
+    assert_eq!(a["attacks"], b["attacks"]);
+    for (x, y) in a["mean_norm"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(b["mean_norm"].as_array().unwrap())
+    {
+        let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-12 * x.abs(), "Figure 4 mean {x} vs {y}");
+    }
+    // The merged folder is the unsharded run's: running it again has nothing left to do.
+    let again = ok(reproduce(&merged, &[]));
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout)
+            .lines()
+            .filter(|l| l.starts_with("table"))
+            .count(),
+        8
+    );
+    let rows = read(&merged.join("table2.json"));
+    assert_eq!(
+        rows[0]["segments"].as_array().unwrap().len(),
+        3,
+        "the merged rows are reused, with each shard's segment, not recomputed"
+    );
+
+    // A shard of other attacks does not hold the same rows, and is named.
+    let other = dir.path().join("o");
+    ok(reproduce(&other, &["--shard", "1/3", "--attacks", "ddn"]));
+    let mut foreign = shards.clone();
+    foreign[1] = dir.path().join("o.shard-1-of-3");
+    let err = refused(merge(&dir.path().join("m2"), &foreign));
+    assert!(
+        err.contains("o.shard-1-of-3") && err.contains("not hold the same rows"),
+        "{err}"
+    );
+}

@@ -24,6 +24,7 @@ fn options(out: &Path, dataset: DatasetName) -> ReproduceOptions {
         force: false,
         execution: Execution::new(10, 4).unwrap(),
         device_name: "flex".into(),
+        shard: None,
     }
 }
 

@@ -142,6 +142,16 @@ impl MeanNormRecorder {
     pub fn means(&self) -> Vec<f64> {
         self.sums.iter().map(|s| s / self.attacks.max(1) as f64).collect()
     }
+
+    /// Sum of the evaluated iterates' norms at each iteration.
+    pub fn sums(&self) -> &[f64] {
+        &self.sums
+    }
+
+    /// Number of attacks seen.
+    pub fn attacks(&self) -> usize {
+        self.attacks
+    }
 }
 
 impl Observer for MeanNormRecorder {

@@ -13,7 +13,7 @@ use anu::manifest::Manifest;
 #[derive(Args)]
 pub struct MergeArgs {
     /// Where to write the merged result (a file for `attack` shards, a folder for
-    /// `robustness` shards).
+    /// `robustness` and `reproduce` shards).
     out: PathBuf,
     /// The shard files (`NAME.shard-I-of-N.json`) or folders (`OUT.shard-I-of-N`), in any order.
     #[arg(required = true)]
@@ -28,6 +28,14 @@ pub fn run(args: MergeArgs) -> Result<()> {
         );
     }
     let folders = args.shards.iter().filter(|s| s.is_dir()).count();
+    if folders == args.shards.len()
+        && args
+            .shards
+            .iter()
+            .all(|s| anu::reproduce::merge::is_reproduce_folder(s))
+    {
+        return merge_reproduce(&args);
+    }
     if folders == args.shards.len() {
         return merge_robustness(&args);
     }
@@ -63,6 +71,31 @@ pub fn run(args: MergeArgs) -> Result<()> {
         args.shards.len(),
         merged.success_rate,
         merged.seconds,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Merges the folders of a sharded `anu reproduce` into `args.out`.
+fn merge_reproduce(args: &MergeArgs) -> Result<()> {
+    anu::fsutil::check_output_dir(&args.out)?;
+    let command: Vec<String> = std::env::args().collect();
+    let rows = anu::reproduce::merge::merge_folders(&args.out, &args.shards, command.join(" "))?;
+    for r in &rows {
+        println!(
+            "{} {:>3} {:>5}: mean {:.4} median {:.4} success {:.4} {:.1} s",
+            r.table.stem(),
+            r.attack.label(),
+            r.budget,
+            r.mean_l2,
+            r.median_l2,
+            r.success_rate,
+            r.seconds
+        );
+    }
+    println!(
+        "merged {} shards: wrote tables and figures to {}",
+        args.shards.len(),
         args.out.display()
     );
     Ok(())

@@ -38,7 +38,7 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Attack the first N test images with DDN, ANU or FMN and summarise the norms.
     Attack(attack_cmd::AttackArgs),
-    /// Join the result files of a sharded `anu attack` (`--shard I/N`) into the unsharded result.
+    /// Join the parts of a sharded `anu attack`, `robustness` or `reproduce` (`--shard I/N`).
     Merge(merge_cmd::MergeArgs),
     /// Reproduce the paper's Tables 1-2 and Figures 3-4 (attack evaluation).
     Reproduce(reproduce_cmd::ReproduceArgs),

@@ -52,10 +52,23 @@ pub struct ReproduceArgs {
     force: bool,
     #[command(flatten)]
     pub exec: ExecArgs,
+    /// Run only part I (from 0) of N of each table's attacks, e.g. 2/8, into OUT.shard-I-of-N;
+    /// `anu merge` joins the parts. Without it, a Slurm array task or a Kubernetes Indexed Job
+    /// (JOB_COMPLETION_INDEX, with ANU_SHARD_COUNT) runs its part; 0/1 runs everything there.
+    #[arg(long)]
+    shard: Option<anu::shard::Shard>,
 }
 
 pub fn run(args: ReproduceArgs) -> Result<()> {
-    anu::fsutil::check_output_dir(&args.out)?;
+    let shard = anu::shard::Shard::from_flag_or_env(args.shard)?;
+    if let Some((_, said)) = &shard {
+        eprintln!("{said}");
+    }
+    let out = match &shard {
+        Some((s, _)) if s.count > 1 => s.output_path(&args.out),
+        _ => args.out.clone(),
+    };
+    anu::fsutil::check_output_dir(&out)?;
     let dataset = args.common.dataset;
     let mut protocol = match args.full {
         true => Protocol::paper(dataset),
@@ -98,7 +111,7 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
     }
     let options = ReproduceOptions {
         dataset,
-        out: args.out.clone(),
+        out: out.clone(),
         attacks: args.attacks.clone(),
         table1_budgets: if args.targeted_only {
             vec![]
@@ -114,9 +127,10 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
         force: args.force,
         execution,
         device_name: args.common.device_name(),
+        shard: shard.map(|(s, _)| s),
     };
     let rows = reproduce(&loaded, &test, &options, &device)?;
-    args.common.manifest(&[&loaded]).write_to(&args.out)?;
+    args.common.manifest(&[&loaded]).write_to(&out)?;
     for r in &rows {
         println!(
             "{} {:>3} {:>5}: mean {:.4} median {:.4} success {:.4} {:.1} s",
@@ -129,7 +143,7 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
             r.seconds
         );
     }
-    println!("wrote tables and figures to {}", args.out.display());
+    println!("wrote tables and figures to {}", out.display());
     Ok(())
 }
 

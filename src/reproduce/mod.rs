@@ -6,6 +6,7 @@
 //! [`protocol`] says how much of the paper's protocol to run, [`plan`] lists the jobs and which are already done, [`rows`] keeps the saved results and
 //! their keys, [`report`] writes tables and figures; [`reproduce`] runs them.
 
+pub mod merge;
 pub mod plan;
 pub mod protocol;
 pub mod report;
@@ -29,6 +30,7 @@ use crate::data::{Dataset, DatasetName};
 use crate::error::{Error, Result};
 use crate::fsutil::{create_dir, partial_path, remove_if_present, write_json};
 use crate::models::LoadedModel;
+use crate::shard::{Shard, ShardPart};
 use report::Fig3Data;
 
 /// Iterations of the Figure 3 runs (the paper's).
@@ -56,6 +58,8 @@ pub struct ReproduceOptions {
     pub execution: Execution,
     /// The device as it names itself, recorded with each run's share of a row.
     pub device_name: String,
+    /// Run only this part of each table's attacks (`merge` joins the parts).
+    pub shard: Option<Shard>,
 }
 
 /// Runs the reproduction on `test` (the first N test images) and writes everything to
@@ -67,13 +71,19 @@ pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions
     model.check_fits(options.dataset)?;
     let out = &options.out;
     create_dir(&out.join("rows"))?;
-    let untargeted = AttackSet::untargeted(test.clone());
-    let targeted = AttackSet::targeted(test, options.dataset.info().targets);
-    let plan = Plan::new(options, &model.sha256, test.len())?;
+    let batch = options.execution.batch_size();
+    // The sets are split after they are made, so a shard attacks exactly what the unsharded
+    // run attacks in those places.
+    let (untargeted, untargeted_part) = shard_of(AttackSet::untargeted(test.clone()), options.shard, batch);
+    let (targeted, targeted_part) = shard_of(
+        AttackSet::targeted(test, options.dataset.info().targets),
+        options.shard,
+        batch,
+    );
+    let plan = Plan::new(options, &model.sha256, test.len(), &[untargeted_part, targeted_part])?;
     plan.report_stale();
 
     let todo = plan.todo();
-    let batch = options.execution.batch_size();
     let total: u64 = todo
         .iter()
         .map(|j| {
@@ -147,6 +157,8 @@ pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions
             let data = Fig4Data {
                 attack: job.attack,
                 mean_norm: means.means(),
+                sums: means.sums().to_vec(),
+                attacks: means.attacks(),
                 key: job.key.clone(),
             };
             write_json(&rows::fig4_path(out, job.attack), &data)?;
@@ -164,6 +176,7 @@ pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions
                 median_l2,
                 seconds: result.seconds,
                 segments: checkpoint.segments.clone(),
+                norms: result.norms.iter().map(|n| n.is_finite().then_some(*n)).collect(),
                 key: job.key.clone(),
             };
             write_json(&rows::row_path(out, table, job.attack, job.budget), &row)?;
@@ -191,6 +204,23 @@ pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions
         report::figure4(out, options.dataset, test.len(), &fig4)?;
     }
     Ok(all)
+}
+
+/// The part of `set` that `shard` attacks in batches of `batch`, with its record; all of it
+/// without a shard.
+fn shard_of(set: AttackSet, shard: Option<Shard>, batch: usize) -> (AttackSet, Option<ShardPart>) {
+    let Some(shard) = shard else {
+        return (set, None);
+    };
+    let range = shard.range(set.len(), batch);
+    let part = ShardPart {
+        shard,
+        first: range.start,
+        end: range.end,
+        total: set.len(),
+        set_sha256: set.sha256(),
+    };
+    (set.slice(range), Some(part))
 }
 
 /// Figure 3: the first test image, [`FIG3_STEPS`] iterations of every attack.

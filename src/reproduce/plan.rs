@@ -7,6 +7,7 @@ use super::ReproduceOptions;
 use super::rows::{Fig4Data, Keyed, Row, RowKey, Saved, Table, fig4_path, lookup, row_path};
 use crate::attack::{AttackKind, paper_spec};
 use crate::error::Result;
+use crate::shard::ShardPart;
 
 /// What a job produces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,8 +79,14 @@ pub struct Plan {
 
 impl Plan {
     /// The jobs `options` ask for on the first `n_images` test images with the model of hash
-    /// `model_sha256`, looked up in the output folder (not at all under `force`).
-    pub fn new(options: &ReproduceOptions, model_sha256: &str, n_images: usize) -> Result<Self> {
+    /// `model_sha256`, looked up in the output folder (not at all under `force`); `parts` are
+    /// the shard's parts of Table 1's and Table 2's attacks when the run is sharded.
+    pub fn new(
+        options: &ReproduceOptions,
+        model_sha256: &str,
+        n_images: usize,
+        parts: &[Option<ShardPart>; 2],
+    ) -> Result<Self> {
         let key = |targeted: bool, attack: AttackKind, budget: usize| -> Result<RowKey> {
             Ok(RowKey {
                 dataset: options.dataset,
@@ -88,6 +95,7 @@ impl Plan {
                 targeted,
                 spec: paper_spec(attack, options.dataset, targeted, budget)?,
                 batch_size: options.execution.batch_size(),
+                shard: parts[usize::from(targeted)].clone(),
             })
         };
         let want_fig4 = !options.table1_budgets.is_empty() && options.fig4_steps > 0;

@@ -8,6 +8,7 @@ use crate::attack::campaign_checkpoint::Segment;
 use crate::attack::{AttackKind, AttackSpec};
 use crate::data::{DatasetName, TargetProtocol};
 use crate::fsutil::{JsonFile, read_json};
+use crate::shard::ShardPart;
 
 /// The paper's two attack tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -65,6 +66,9 @@ pub struct RowKey {
     pub spec: AttackSpec,
     /// Attacks per batch (timings depend on it).
     pub batch_size: usize,
+    /// The part of the table's attacks, when the run was sharded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardPart>,
 }
 
 /// One row of Table 1 or 2.
@@ -81,10 +85,10 @@ pub struct Row {
     /// Fraction of successful attacks.
     pub success_rate: f64,
     /// Mean L2 norm over successful attacks (NaN, stored as null, when none succeeded).
-    #[serde(with = "nan_as_null")]
+    #[serde(with = "crate::json_nan")]
     pub mean_l2: f64,
     /// Median L2 norm over successful attacks (NaN, stored as null, when none succeeded).
-    #[serde(with = "nan_as_null")]
+    #[serde(with = "crate::json_nan")]
     pub median_l2: f64,
     /// Wall time of the attack loops, in seconds.
     pub seconds: f64,
@@ -92,6 +96,9 @@ pub struct Row {
     /// otherwise): attacks, seconds, device, CPU and commit.
     #[serde(default)]
     pub segments: Vec<Segment>,
+    /// Norm per attack, in order (`None`: the attack failed; empty in rows of earlier builds).
+    #[serde(default)]
+    pub norms: Vec<Option<f32>>,
     /// What determined the row.
     pub key: RowKey,
 }
@@ -103,6 +110,13 @@ pub struct Fig4Data {
     pub attack: AttackKind,
     /// Mean norm at iterations 1..=K.
     pub mean_norm: Vec<f64>,
+    /// Sum of the norms over the attacks at iterations 1..=K (empty in files of earlier
+    /// builds): what shards' data is merged from.
+    #[serde(default)]
+    pub sums: Vec<f64>,
+    /// Number of attacks summed.
+    #[serde(default)]
+    pub attacks: usize,
     /// What determined it.
     pub key: RowKey,
 }
@@ -157,23 +171,6 @@ pub fn row_path(out: &Path, table: Table, attack: AttackKind, budget: usize) -> 
 /// Path of an attack's Figure 4 data in the output folder.
 pub fn fig4_path(out: &Path, attack: AttackKind) -> PathBuf {
     out.join("rows").join(format!("fig4-{attack}.json"))
-}
-
-/// JSON has no NaN: store it as null and read null back as NaN.
-mod nan_as_null {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        if v.is_finite() {
-            s.serialize_f64(*v)
-        } else {
-            s.serialize_none()
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-    }
 }
 
 #[cfg(test)]
