@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anu::attack::{
-    AttackSet, AttackSpec, CampaignCheckpoint, Ddn, Execution, NoObserver, NormUpdate, attack_all, attack_remaining,
+    AttackSet, AttackSpec, Campaign, CampaignCheckpoint, Ddn, Execution, NoObserver, NormUpdate, attack_all,
+    attack_remaining,
 };
 use anu::models::weights;
 use burn::prelude::*;
@@ -41,19 +42,17 @@ fn a_campaign_resumed_from_its_saved_progress_equals_an_uninterrupted_one() {
     assert_eq!(resumed.done(), 4);
     resumed.start_segment("flex".into(), "test".into(), "test".into());
     let mut saves = 0;
-    let rest = attack_remaining(
-        &model,
-        &set,
-        &spec,
-        &execution,
-        &device,
-        resumed.result(),
-        &mut NoObserver,
-        &mut |so_far| {
-            saves += 1;
-            resumed.record(so_far);
-        },
-    )
+    let campaign = Campaign {
+        model: &model,
+        set: &set,
+        spec: &spec,
+        execution: &execution,
+        device: &device,
+    };
+    let rest = attack_remaining(&campaign, resumed.result(), &mut NoObserver, &mut |so_far| {
+        saves += 1;
+        resumed.record(so_far);
+    })
     .unwrap();
     assert_eq!(saves, 2, "two batches were left: 4 + 2 attacks");
     assert_eq!(rest.norms, whole.norms);

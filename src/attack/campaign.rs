@@ -161,27 +161,52 @@ pub fn attack_all(
         seconds: 0.0,
         recheck: Recheck::default(),
     };
-    attack_remaining(model, set, spec, execution, device, nothing_done, observer, &mut |_| {})
+    let campaign = Campaign {
+        model,
+        set,
+        spec,
+        execution,
+        device,
+    };
+    attack_remaining(&campaign, nothing_done, observer, &mut |_| {})
 }
 
-/// Continues the campaign of [`attack_all`] whose first `done.norms.len()` attacks an earlier
+/// What a campaign attacks, with what and how: the model, the set, the attack, the batch
+/// settings and the device.
+#[derive(Clone, Copy)]
+pub struct Campaign<'a> {
+    /// The attacked model.
+    pub model: &'a Classifier,
+    /// The attacks.
+    pub set: &'a AttackSet,
+    /// The attack's settings.
+    pub spec: &'a AttackSpec,
+    /// Batch size, pass chunking and precision.
+    pub execution: &'a Execution,
+    /// Where the tensors live.
+    pub device: &'a Device,
+}
+
+/// Continues the campaign of [`attack_all`] (described by `campaign`) whose first `done.norms.len()` attacks an earlier
 /// run already made (their results in `done`; adversarial images are kept when
 /// `done.adversarials` is there), and calls `after_batch` with the results so far after every
 /// batch, e.g. to save them. Each batch is attacked as the uninterrupted run would: the
 /// attacks are independent of each other. A batch in which the model gave a NaN or infinite
 /// logit or gradient stops the campaign with [`Error::NonFinite`], before its results are
 /// added or saved.
-#[allow(clippy::too_many_arguments)]
 pub fn attack_remaining(
-    model: &Classifier,
-    set: &AttackSet,
-    spec: &AttackSpec,
-    execution: &Execution,
-    device: &Device,
+    campaign: &Campaign<'_>,
     done: CampaignResult,
     observer: &mut impl Observer,
     after_batch: &mut dyn FnMut(&CampaignResult),
 ) -> Result<CampaignResult> {
+    let Campaign {
+        model,
+        set,
+        spec,
+        execution,
+        device,
+    } = *campaign;
     let prepared = AttackedModel::with_precision(model, device, execution.precision());
     let ad_device = device.clone().autodiff();
     let batch_size = execution.batch_size();

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{AttackSet, CampaignResult, Recheck};
+use super::{AttackSet, Campaign, CampaignResult, Observer, Recheck, attack_remaining};
 use crate::error::{Error, Result};
 use crate::fsutil::{self, JsonFile};
 
@@ -161,6 +161,93 @@ impl CampaignCheckpoint {
     /// Writes the progress to `path` (atomically: a crash leaves the previous one).
     pub fn save(&self, path: &Path) -> Result<()> {
         Ok(fsutil::write_json(path, self)?)
+    }
+}
+
+/// What to do with a partial file that holds another campaign's progress, or a damaged one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnOtherCampaign {
+    /// Stop with the error (the user decides what to do with the file).
+    Refuse,
+    /// Say so and start over, overwriting the file.
+    StartOver,
+}
+
+/// A campaign whose progress is kept in a partial file after every batch and taken up again
+/// from it: the one runner of `anu attack` and of each row of `anu reproduce`.
+pub struct SavedCampaign {
+    /// The progress so far.
+    pub checkpoint: CampaignCheckpoint,
+    partial: Option<std::path::PathBuf>,
+}
+
+impl SavedCampaign {
+    /// The progress of `run` on `set` saved at `partial` (nothing done when there is no file,
+    /// and nothing read or saved when `partial` is `None`). A file of another campaign, or a
+    /// damaged one, is an error under [`OnOtherCampaign::Refuse`]; under
+    /// [`OnOtherCampaign::StartOver`] the campaign starts over and `note` is told why.
+    pub fn open(
+        partial: Option<&Path>,
+        run: serde_json::Value,
+        set: &AttackSet,
+        on_other: OnOtherCampaign,
+        note: &mut dyn FnMut(String),
+    ) -> Result<Self> {
+        let checkpoint = match partial {
+            None => CampaignCheckpoint::new(run, set),
+            Some(path) => match CampaignCheckpoint::resume_or_new(path, run.clone(), set) {
+                Ok(saved) => saved,
+                Err(e) if on_other == OnOtherCampaign::StartOver => {
+                    note(format!("{e}; starting over"));
+                    CampaignCheckpoint::new(run, set)
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(Self {
+            checkpoint,
+            partial: partial.map(Path::to_path_buf),
+        })
+    }
+
+    /// Number of attacks already done.
+    pub fn done(&self) -> usize {
+        self.checkpoint.done()
+    }
+
+    /// Runs what is left of `campaign` as this process's segment (on the device that calls
+    /// itself `device_name`), saving the progress after every batch; a save that fails is
+    /// told to `note` once and the campaign goes on unsaved.
+    pub fn run(
+        &mut self,
+        campaign: &Campaign<'_>,
+        device_name: String,
+        observer: &mut impl Observer,
+        note: &mut dyn FnMut(String),
+    ) -> Result<CampaignResult> {
+        let cpu = crate::machine::CpuInfo::read().describe();
+        self.checkpoint
+            .start_segment(device_name, cpu, crate::manifest::COMMIT.to_string());
+        let done = self.checkpoint.result();
+        let (checkpoint, partial) = (&mut self.checkpoint, &self.partial);
+        let mut save_failed = false;
+        attack_remaining(campaign, done, observer, &mut |so_far| {
+            checkpoint.record(so_far);
+            if let (Some(path), false) = (partial, save_failed)
+                && let Err(e) = checkpoint.save(path)
+            {
+                note(format!("warning: the results so far are not saved: {e}"));
+                save_failed = true;
+            }
+        })
+    }
+
+    /// Removes the partial file, once the finished results are written elsewhere.
+    pub fn finish(&self) -> Result<()> {
+        match &self.partial {
+            Some(path) => Ok(fsutil::remove_if_present(path)?),
+            None => Ok(()),
+        }
     }
 }
 

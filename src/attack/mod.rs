@@ -20,8 +20,8 @@ pub mod settings;
 pub mod spec;
 pub mod stats;
 
-pub use campaign::{AttackSet, CampaignResult, attack_all, attack_remaining};
-pub use campaign_checkpoint::CampaignCheckpoint;
+pub use campaign::{AttackSet, Campaign, CampaignResult, attack_all, attack_remaining};
+pub use campaign_checkpoint::{CampaignCheckpoint, OnOtherCampaign, SavedCampaign};
 pub use engine::{AttackResult, AttackedModel, Goal, run};
 pub use execution::{CPU_PASS_CHUNK, Execution};
 pub use kind::AttackKind;

@@ -15,7 +15,9 @@ use clap::Args;
 
 use anu::attack::report::{summarise, throughput};
 use anu::attack::stats::TraceSummary;
-use anu::attack::{AttackReport, AttackSet, CampaignCheckpoint, EveryStep, Precision, TraceRecorder, attack_remaining};
+use anu::attack::{
+    AttackReport, AttackSet, Campaign, EveryStep, OnOtherCampaign, Precision, SavedCampaign, TraceRecorder,
+};
 use anu::data::Split;
 use anu::shard::{Shard, ShardPart};
 
@@ -123,52 +125,42 @@ pub fn run(args: AttackArgs) -> Result<()> {
     if let Some(part) = &part {
         run["shard"] = serde_json::to_value(part)?;
     }
-    let mut checkpoint = if args.trace {
-        CampaignCheckpoint::new(run, &set)
-    } else {
-        CampaignCheckpoint::resume_or_new(&partial, run, &set)
-            .map_err(|e| anyhow!("{e}; remove that file to start this attack from the beginning"))?
-    };
-    if checkpoint.done() > 0 {
+    // A traced run is not saved: its per-iteration record needs one uninterrupted run.
+    let mut saved = SavedCampaign::open(
+        (!args.trace).then_some(partial.as_path()),
+        run,
+        &set,
+        OnOtherCampaign::Refuse,
+        &mut |_| {},
+    )
+    .map_err(|e| anyhow!("{e}; remove that file to start this attack from the beginning"))?;
+    if saved.done() > 0 {
         println!(
             "continuing from {}: {} of {} attacks done in {:.1} s",
             partial.display(),
-            checkpoint.done(),
+            saved.done(),
             set.len(),
-            checkpoint.seconds
+            saved.checkpoint.seconds
         );
     }
-    let cpu = anu::machine::CpuInfo::read().describe();
-    checkpoint.start_segment(args.common.device_name(), cpu, anu::manifest::COMMIT.to_string());
-    let remaining = set.len() - checkpoint.done();
+    let remaining = set.len() - saved.done();
     let batches = remaining.div_ceil(execution.batch_size()) as u64;
     let bar = iteration_bar(batches * args.steps as u64, &format!("{} {}", spec.kind(), args.steps));
     let mut progress = EveryStep(|| bar.inc(1));
     let mut recorder = TraceRecorder::default();
     let mut observers = (&mut progress, args.trace.then_some(&mut recorder));
-    let done = checkpoint.result();
-    let mut save_failed = false;
-    let mut save = |so_far: &anu::attack::CampaignResult| {
-        checkpoint.record(so_far);
-        if args.trace || save_failed {
-            return;
-        }
-        if let Err(e) = checkpoint.save(&partial) {
-            bar.suspend(|| eprintln!("warning: the results so far are not saved: {e}"));
-            save_failed = true;
-        }
+    let campaign = Campaign {
+        model: &loaded.model,
+        set: &set,
+        spec: &spec,
+        execution: &execution,
+        device: &device,
     };
-    let result = attack_remaining(
-        &loaded.model,
-        &set,
-        &spec,
-        &execution,
-        &device,
-        done,
-        &mut observers,
-        &mut save,
-    )
-    .map_err(|e| loaded.blame(e))?;
+    let result = saved
+        .run(&campaign, args.common.device_name(), &mut observers, &mut |line| {
+            bar.suspend(|| eprintln!("{line}"))
+        })
+        .map_err(|e| loaded.blame(e))?;
     bar.finish_and_clear();
     let norms: Vec<Option<f32>> = result.norms.iter().map(|n| n.is_finite().then_some(*n)).collect();
     let (success_rate, mean, median) = summarise(&norms);
@@ -194,16 +186,14 @@ pub fn run(args: AttackArgs) -> Result<()> {
         device: args.common.device,
         spec,
         norms,
-        segments: checkpoint.segments.clone(),
+        segments: saved.checkpoint.segments.clone(),
         trace_summary: args.trace.then(|| TraceSummary::of(&recorder.trace)),
         manifest: args.common.manifest(&[&loaded]),
         shard: part,
         merged_from: Vec::new(),
     };
     anu::fsutil::write_json(&json_path, &report)?;
-    if !args.trace {
-        anu::fsutil::remove_if_present(&partial)?;
-    }
+    saved.finish()?;
     let peak_mb = anu::machine::peak_rss_bytes().map_or("?".to_string(), |b| format!("{:.0}", b as f64 / 1e6));
     // Failed attacks are left out of the mean and median; with no success there are none.
     let norms_line = if let (Some(mean), Some(median)) = (mean, median) {

@@ -23,8 +23,8 @@ pub use rows::{Fig4Data, Row, RowKey, Table};
 
 use crate::attack::stats::mean_median;
 use crate::attack::{
-    AttackKind, AttackSet, CampaignCheckpoint, EveryStep, Execution, MeanNormRecorder, TraceRecorder, attack_all,
-    attack_remaining, paper_spec,
+    AttackKind, AttackSet, Campaign, EveryStep, Execution, MeanNormRecorder, OnOtherCampaign, SavedCampaign,
+    TraceRecorder, attack_all, paper_spec,
 };
 use crate::data::{Dataset, DatasetName};
 use crate::error::{Error, Result};
@@ -99,7 +99,6 @@ pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions
 
     let mut rows = plan.done_rows();
     let mut fig4 = plan.done_fig4();
-    let cpu = crate::machine::CpuInfo::read().describe();
     for job in todo {
         let set = if job.targeted() { &targeted } else { &untargeted };
         bar.set_message(job.to_string());
@@ -112,47 +111,27 @@ pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions
             _ => None,
         };
         let run = serde_json::to_value(&job.key).map_err(|e| Error::Invalid(format!("row key: {e}")))?;
+        if let (Some(path), true) = (&partial, options.force) {
+            remove_if_present(path)?;
+        }
         // As with saved rows, partial results of another experiment, or damaged ones, are
         // reported and the row starts over (overwriting them).
-        let mut checkpoint = match &partial {
-            Some(path) if !options.force => {
-                CampaignCheckpoint::resume_or_new(path, run.clone(), set).unwrap_or_else(|e| {
-                    bar.suspend(|| eprintln!("{e}; starting the row over"));
-                    CampaignCheckpoint::new(run, set)
-                })
-            }
-            _ => CampaignCheckpoint::new(run, set),
-        };
-        bar.inc((checkpoint.done() / batch * job.budget) as u64);
-        checkpoint.start_segment(
-            options.device_name.clone(),
-            cpu.clone(),
-            crate::manifest::COMMIT.to_string(),
-        );
+        let mut note = |line: String| bar.suspend(|| eprintln!("{line}"));
+        let mut saved = SavedCampaign::open(partial.as_deref(), run, set, OnOtherCampaign::StartOver, &mut note)?;
+        bar.inc((saved.done() / batch * job.budget) as u64);
         let mut progress = EveryStep(|| bar.inc(1));
         let mut means = MeanNormRecorder::default();
         let mut observers = (&mut progress, job.records_fig4().then_some(&mut means));
-        let done = checkpoint.result();
-        let mut save_failed = false;
-        let result = attack_remaining(
-            &model.model,
+        let campaign = Campaign {
+            model: &model.model,
             set,
-            &job.key.spec,
-            &options.execution,
+            spec: &job.key.spec,
+            execution: &options.execution,
             device,
-            done,
-            &mut observers,
-            &mut |so_far| {
-                checkpoint.record(so_far);
-                if let (Some(path), false) = (&partial, save_failed)
-                    && let Err(e) = checkpoint.save(path)
-                {
-                    bar.suspend(|| eprintln!("warning: the results so far are not saved: {e}"));
-                    save_failed = true;
-                }
-            },
-        )
-        .map_err(|e| model.blame(e))?;
+        };
+        let result = saved
+            .run(&campaign, options.device_name.clone(), &mut observers, &mut note)
+            .map_err(|e| model.blame(e))?;
         if job.records_fig4() {
             let data = Fig4Data {
                 attack: job.attack,
@@ -175,14 +154,12 @@ pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions
                 mean_l2,
                 median_l2,
                 seconds: result.seconds,
-                segments: checkpoint.segments.clone(),
+                segments: saved.checkpoint.segments.clone(),
                 norms: result.norms.iter().map(|n| n.is_finite().then_some(*n)).collect(),
                 key: job.key.clone(),
             };
             write_json(&rows::row_path(out, table, job.attack, job.budget), &row)?;
-            if let Some(path) = &partial {
-                remove_if_present(path)?;
-            }
+            saved.finish()?;
             rows.push(row);
         }
     }
