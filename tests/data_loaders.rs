@@ -67,3 +67,29 @@ fn the_download_checksums_are_those_of_the_data_folder() {
         assert_eq!(report.bytes_downloaded, 0);
     }
 }
+
+#[test]
+fn eval_counts_the_first_n_test_images_only() {
+    let run = |n: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_anu"))
+            .args(["eval", "--dataset", "mnist", "--json", "--n", n, "--data-dir"])
+            .arg(common::data_dir())
+            .arg("--model-file")
+            .arg(common::mnist_model_path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, _) = run("37");
+    assert!(ok);
+    let value: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(value["n"], 37);
+    let correct = value["correct"].as_u64().unwrap();
+    assert!(correct <= 37 && correct >= 30, "{correct} of 37");
+    let (ok, _, stderr) = run("0");
+    assert!(!ok && stderr.contains("--n must be at least 1"), "{stderr}");
+}
