@@ -89,7 +89,7 @@ fn eval_counts_the_first_n_test_images_only() {
     let value: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(value["n"], 37);
     let correct = value["correct"].as_u64().unwrap();
-    assert!(correct <= 37 && correct >= 30, "{correct} of 37");
+    assert!((30..=37).contains(&correct), "{correct} of 37");
     let (ok, _, stderr) = run("0");
     assert!(!ok && stderr.contains("--n must be at least 1"), "{stderr}");
 }
