@@ -64,12 +64,15 @@ fn evaluation_and_attacks_refuse_nan_logits() {
 
     // Where the model has a file, the error names it.
     let path = Path::new("huge-weights.safetensors").to_path_buf();
-    let loaded = weights::LoadedModel {
-        arch: Architecture::MnistCnn,
+    let arch = Architecture::MnistCnn;
+    let loaded = weights::LoadedModel::from_parts(
         model,
-        path: path.clone(),
-        sha256: String::new(),
-    };
+        Some(arch),
+        arch.input_spec(),
+        arch.forward_macs(),
+        path.clone(),
+        String::new(),
+    );
     let err = evaluate(
         &[("huge".to_string(), loaded)],
         anu::data::DatasetName::Mnist,

@@ -43,7 +43,7 @@ fn saved_weights_load_back_to_identical_logits() {
     let path = dir.path().join("m.safetensors");
     weights::save(&model, Architecture::MnistCnn, &path).unwrap();
     let loaded = weights::load(&path, &device).unwrap();
-    assert_eq!(loaded.arch, Architecture::MnistCnn);
+    assert_eq!(loaded.arch, Some(Architecture::MnistCnn));
     assert_eq!(loaded.sha256.len(), 64);
     assert_eq!(loaded.sha256, anu::fsutil::sha256_hex(&std::fs::read(&path).unwrap()));
     let data = common::synthetic(DatasetName::Mnist, 8, &model, 4);
@@ -205,7 +205,7 @@ fn saving_the_same_model_again_gives_the_same_bytes() {
     }
     // The file stays readable, with its architecture recorded.
     let loaded = weights::load(&first, &Device::flex()).unwrap();
-    assert_eq!(loaded.arch, Architecture::MnistCnn);
+    assert_eq!(loaded.arch, Some(Architecture::MnistCnn));
 }
 
 #[test]

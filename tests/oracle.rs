@@ -167,12 +167,8 @@ fn robustness_curve_of_an_affine_classifier_follows_its_exact_distances() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("affine.safetensors");
     // The affine model is not an architecture that weight files name; wrap it by hand.
-    let loaded = weights::LoadedModel {
-        arch: anu::models::Architecture::MnistCnn,
-        model,
-        path: path.clone(),
-        sha256: String::new(),
-    };
+    let spec_of_mnist = anu::models::InputSpec::of_dataset(DatasetName::Mnist);
+    let loaded = weights::LoadedModel::from_parts(model, None, spec_of_mnist, 784 * 10, path.clone(), String::new());
     let spec = AttackSpec::new(100, NormUpdate::Ddn(Ddn { gamma: 0.05 })).unwrap();
     let eps = eps_grid(1.0, 101).unwrap();
     let results = evaluate(

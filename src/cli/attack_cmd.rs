@@ -115,7 +115,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
         "attack": spec.kind(),
         "spec": spec,
         "dataset": dataset,
-        "model": loaded.arch.name(),
+        "model": loaded.name(),
         "model_sha256": loaded.sha256,
         "steps": args.steps,
         "targeted": args.targeted,
@@ -167,7 +167,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
     let report = AttackReport {
         attack: spec.kind(),
         dataset,
-        model: loaded.arch.name().to_string(),
+        model: loaded.name().to_string(),
         model_file: args.model_file.clone(),
         model_sha256: loaded.sha256.clone(),
         steps: args.steps,

@@ -127,7 +127,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     println!(
         "model {} ({} MMAC forward per image); {peak_line}",
-        loaded.arch.name(),
+        loaded.name(),
         loaded.forward_macs() as f64 / 1e6
     );
     println!(

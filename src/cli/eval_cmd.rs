@@ -43,7 +43,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"dataset": args.common.dataset, "model": loaded.arch.name(), "model_sha256": loaded.sha256, "accuracy": acc, "correct": correct, "n": test.len()})
+            serde_json::json!({"dataset": args.common.dataset, "model": loaded.name(), "model_sha256": loaded.sha256, "accuracy": acc, "correct": correct, "n": test.len()})
         );
     } else {
         println!(

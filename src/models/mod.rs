@@ -3,6 +3,7 @@
 //! files is the separate concern of [`weights`].
 
 pub mod efficientnet;
+pub mod format;
 pub mod onnx;
 pub mod small_cnn;
 pub mod weights;
@@ -118,12 +119,6 @@ pub enum Architecture {
     #[value(name = "efficientnet-lite0")]
     #[serde(rename = "efficientnet-lite0")]
     EfficientNetLite0,
-    /// A graph read from an ONNX file: its images, classes and cost are the loaded model's
-    /// ([`LoadedModel::input_spec`], [`OnnxModel::forward_macs`]), not the architecture's.
-    /// Not a name `--model` or a weight file's metadata can give.
-    #[value(skip)]
-    #[serde(rename = "onnx")]
-    Onnx,
 }
 
 /// Every architecture, in the order listed by the CLI.
@@ -144,7 +139,6 @@ impl Architecture {
             Architecture::Wrn28x10 => "wrn-28-10",
             Architecture::Wrn16x2 => "wrn-16-2",
             Architecture::EfficientNetLite0 => "efficientnet-lite0",
-            Architecture::Onnx => "onnx",
         }
     }
 
@@ -153,8 +147,7 @@ impl Architecture {
         ARCHITECTURES.into_iter().find(|a| a.name() == name)
     }
 
-    /// The images and classes the architecture takes (for [`Architecture::Onnx`], whose
-    /// graphs differ, none: ask the loaded model).
+    /// The images and classes the architecture takes.
     pub fn input_spec(self) -> InputSpec {
         match self {
             Architecture::MnistCnn => SmallCnnShape::MNIST.input_spec(),
@@ -166,10 +159,6 @@ impl Architecture {
             Architecture::EfficientNetLite0 => InputSpec {
                 image_shape: [3, efficientnet::IMAGE_SIZE, efficientnet::IMAGE_SIZE],
                 num_classes: 1000,
-            },
-            Architecture::Onnx => InputSpec {
-                image_shape: [0, 0, 0],
-                num_classes: 0,
             },
         }
     }
@@ -183,8 +172,7 @@ impl Architecture {
         }
     }
 
-    /// Multiply-adds of one forward pass on one image (0 for [`Architecture::Onnx`], whose
-    /// graphs differ: see [`OnnxModel::forward_macs`]).
+    /// Multiply-adds of one forward pass on one image.
     pub fn forward_macs(self) -> u64 {
         match self {
             Architecture::MnistCnn => SmallCnnShape::MNIST.forward_macs(),
@@ -192,7 +180,6 @@ impl Architecture {
             Architecture::Wrn28x10 => wide_resnet::wrn_forward_macs(28, 10),
             Architecture::Wrn16x2 => wide_resnet::wrn_forward_macs(16, 2),
             Architecture::EfficientNetLite0 => efficientnet::lite0_forward_macs(efficientnet::IMAGE_SIZE, 1000),
-            Architecture::Onnx => 0,
         }
     }
 }
@@ -216,11 +203,8 @@ pub enum Classifier {
 }
 
 impl Classifier {
-    /// A freshly initialised classifier of the given architecture.
-    ///
-    /// # Panics
-    /// For [`Architecture::Onnx`], which has no initialisation of its own (such models come
-    /// from [`onnx::load`]); no name a user or a weight file gives selects it.
+    /// A freshly initialised classifier of the given architecture (ONNX graphs are read from
+    /// their files by [`onnx::load`] instead).
     pub fn new(arch: Architecture, device: &Device) -> Self {
         match arch {
             Architecture::MnistCnn => Classifier::SmallCnn(SmallCnn::new(SmallCnnShape::MNIST, device)),
@@ -228,7 +212,6 @@ impl Classifier {
             Architecture::Wrn28x10 => Classifier::WideResNet(WideResNet::new(28, 10, 0.3, device)),
             Architecture::Wrn16x2 => Classifier::WideResNet(WideResNet::new(16, 2, 0.3, device)),
             Architecture::EfficientNetLite0 => Classifier::EfficientNet(EfficientNetLite::lite0(1000, device)),
-            Architecture::Onnx => panic!("an ONNX model is read from its file, not initialised"),
         }
     }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PytorchStore, SafetensorsStore};
 
+use super::format::{ModelFormat, format_err, read_err};
 use super::{Architecture, Classifier, InputSpec, ModelError, check_fits};
 use crate::data::DatasetName;
 
@@ -24,36 +25,68 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 /// A model read from a file, with what identifies it.
 #[derive(Debug)]
 pub struct LoadedModel {
-    /// The architecture.
-    pub arch: Architecture,
+    /// The built-in architecture (`None` for an ONNX graph, which says what it is itself).
+    pub arch: Option<Architecture>,
     /// The model.
     pub model: Classifier,
     /// The file it came from.
     pub path: PathBuf,
     /// SHA-256 of the file's bytes (hex): identifies the weights in result files.
     pub sha256: String,
+    /// The images and classes the model takes.
+    input_spec: InputSpec,
+    /// Multiply-adds of one forward pass on one image.
+    forward_macs: u64,
 }
 
 impl LoadedModel {
+    /// A model made in memory (not read by [`load_model`]), described by hand: `arch` if it is
+    /// one of the built-in architectures, the images and classes it takes, its multiply-adds
+    /// per image, and the file it stands for.
+    pub fn from_parts(
+        model: Classifier,
+        arch: Option<Architecture>,
+        input_spec: InputSpec,
+        forward_macs: u64,
+        path: PathBuf,
+        sha256: String,
+    ) -> Self {
+        Self {
+            arch,
+            model,
+            path,
+            sha256,
+            input_spec,
+            forward_macs,
+        }
+    }
+
+    /// The model's name in reports: its architecture's, else its kind's (`onnx` for an ONNX
+    /// graph).
+    pub fn name(&self) -> &'static str {
+        match (self.arch, &self.model) {
+            (Some(arch), _) => arch.name(),
+            (None, Classifier::Onnx(_)) => "onnx",
+            (None, Classifier::Linear(_)) => "linear",
+            (None, Classifier::SmallCnn(_)) => "small-cnn",
+            (None, Classifier::WideResNet(_)) => "wide-resnet",
+            (None, Classifier::EfficientNet(_)) => "efficientnet",
+        }
+    }
+
     /// The images and classes the model takes.
     pub fn input_spec(&self) -> InputSpec {
-        match &self.model {
-            Classifier::Onnx(m) => m.input_spec(),
-            _ => self.arch.input_spec(),
-        }
+        self.input_spec
     }
 
     /// Multiply-adds of one forward pass on one image.
     pub fn forward_macs(&self) -> u64 {
-        match &self.model {
-            Classifier::Onnx(m) => m.forward_macs(),
-            _ => self.arch.forward_macs(),
-        }
+        self.forward_macs
     }
 
     /// Checks the model can classify `dataset`'s images, with an error naming the file.
     pub fn check_fits(&self, dataset: DatasetName) -> Result<(), ModelError> {
-        check_fits(self.input_spec(), self.arch.name(), &self.path, dataset)
+        check_fits(self.input_spec(), self.name(), &self.path, dataset)
     }
 
     /// `e`, with this model's file named when the error is the model's own (it computed a NaN
@@ -63,22 +96,6 @@ impl LoadedModel {
             crate::Error::NonFinite { .. } => format_err(&self.path, e.to_string()).into(),
             other => other,
         }
-    }
-}
-
-fn format_err(path: &Path, reason: impl Into<String>) -> ModelError {
-    ModelError::Format {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
-}
-
-/// A failure to read `path`.
-fn read_err(path: &Path, source: std::io::Error) -> ModelError {
-    ModelError::Io {
-        path: path.to_path_buf(),
-        action: "cannot read",
-        source,
     }
 }
 
@@ -222,13 +239,6 @@ pub fn read_architecture(path: &Path, bytes: &[u8]) -> Result<Architecture, Mode
     Architecture::from_name(name).ok_or_else(|| format_err(path, format!("unknown architecture `{name}`")))
 }
 
-/// Whether `path` names a PyTorch checkpoint (`.pth`, `.pt`).
-pub fn is_pytorch(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("pth") || e.eq_ignore_ascii_case("pt"))
-}
-
 /// Reads a weight file into a model on `device`: safetensors written by [`save`] (whose
 /// metadata names the architecture; `arch`, when given, must agree) or a PyTorch checkpoint of
 /// architecture `arch` (required: such files do not record it), or an ONNX file (see
@@ -246,15 +256,17 @@ pub fn load_model(
     normalization: Option<&super::Normalization>,
     device: &Device,
 ) -> Result<LoadedModel, ModelError> {
-    if super::onnx::is_onnx(path) {
-        if let Some(a) = arch.filter(|a| *a != Architecture::Onnx) {
+    let format = ModelFormat::of(path);
+    if format == ModelFormat::Onnx {
+        if let Some(a) = arch {
             return Err(format_err(
                 path,
                 format!("an ONNX file describes its own graph: leave out --model ({})", a.name()),
             ));
         }
         let (model, sha256) = super::onnx::load(path, normalization, device)?;
-        return checked(Architecture::Onnx, Classifier::Onnx(model), path, sha256);
+        let (input_spec, forward_macs) = (model.input_spec(), model.forward_macs());
+        return checked(None, Classifier::Onnx(model), (input_spec, forward_macs), path, sha256);
     }
     if normalization.is_some() {
         return Err(format_err(
@@ -262,10 +274,7 @@ pub fn load_model(
             "--mean and --std apply to ONNX models only (the built-in networks take [0,1] images)",
         ));
     }
-    if arch == Some(Architecture::Onnx) {
-        return Err(format_err(path, "not an ONNX file (.onnx)"));
-    }
-    if is_pytorch(path) {
+    if format == ModelFormat::PyTorch {
         let arch = arch.ok_or_else(|| {
             format_err(
                 path,
@@ -276,9 +285,9 @@ pub fn load_model(
     }
     let loaded = load(path, device)?;
     match arch {
-        Some(a) if a != loaded.arch => Err(format_err(
+        Some(a) if Some(a) != loaded.arch => Err(format_err(
             path,
-            format!("holds a {} model, not {}", loaded.arch.name(), a.name()),
+            format!("holds a {} model, not {}", loaded.name(), a.name()),
         )),
         _ => Ok(loaded),
     }
@@ -319,13 +328,21 @@ pub fn weight_problem(model: &impl ModuleSnapshot) -> Option<String> {
 }
 
 /// A loaded model, after [`check_weights`].
-fn checked(arch: Architecture, model: Classifier, path: &Path, sha256: String) -> Result<LoadedModel, ModelError> {
+fn checked(
+    arch: Option<Architecture>,
+    model: Classifier,
+    (input_spec, forward_macs): (InputSpec, u64),
+    path: &Path,
+    sha256: String,
+) -> Result<LoadedModel, ModelError> {
     check_weights(&model, path)?;
     Ok(LoadedModel {
         arch,
         model,
         path: path.to_path_buf(),
         sha256,
+        input_spec,
+        forward_macs,
     })
 }
 
@@ -349,7 +366,13 @@ pub fn load_pytorch(path: &Path, arch: Architecture, device: &Device) -> Result<
     if !unchanged {
         return Err(format_err(path, "the file changed while it was read"));
     }
-    checked(arch, model, path, sha256)
+    checked(
+        Some(arch),
+        model,
+        (arch.input_spec(), arch.forward_macs()),
+        path,
+        sha256,
+    )
 }
 
 /// What identifies a file's content without reading it: its length and modification time
@@ -450,5 +473,11 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
             ),
         ));
     }
-    checked(arch, model, path, sha256)
+    checked(
+        Some(arch),
+        model,
+        (arch.input_spec(), arch.forward_macs()),
+        path,
+        sha256,
+    )
 }

@@ -151,11 +151,11 @@ fn initial_model(config: &TrainConfig, device: &Device) -> Result<Classifier> {
     let model = match &config.init_from {
         Some(path) => {
             let loaded = weights::load(path, device)?;
-            if loaded.arch != config.arch {
+            if loaded.arch != Some(config.arch) {
                 return Err(Error::Invalid(format!(
                     "{}: holds a {} model, not {}",
                     path.display(),
-                    loaded.arch.name(),
+                    loaded.name(),
                     config.arch.name()
                 )));
             }

@@ -114,19 +114,7 @@ impl OnnxModel {
     }
 }
 
-fn format_err(path: &Path, reason: impl Into<String>) -> ModelError {
-    ModelError::Format {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
-}
-
-/// Whether `path` names an ONNX file (`.onnx`).
-pub fn is_onnx(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
-}
+use super::format::format_err;
 
 /// Reads an ONNX file into a model on `device`, with `normalization` in front of its graph.
 /// Every operator is checked before anything runs (an unsupported one is reported by name and
