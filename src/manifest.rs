@@ -88,16 +88,10 @@ impl Manifest {
     /// The manifest of a result merged by `command` from shards, the first of which has
     /// `first`: its models, data set and device, with this process's command, commit and CPU.
     pub fn merged(first: &Manifest, command: String, shards: usize) -> Self {
-        let cpu = CpuInfo::read();
         Self {
-            command,
-            commit: COMMIT.to_string(),
-            cpu: cpu.describe(),
-            cores: cpu.cores,
-            anu_version: env!("CARGO_PKG_VERSION").to_string(),
-            burn_version: BURN_VERSION.to_string(),
+            models: first.models.clone(),
             recorded: format!("merged by anu from {shards} shard results; each shard's own manifest is kept with it"),
-            ..first.clone()
+            ..Self::new(command, first.device, first.device_name.clone(), &[], first.dataset)
         }
     }
 

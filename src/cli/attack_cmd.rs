@@ -21,7 +21,7 @@ use anu::attack::{
 use anu::data::Split;
 use anu::shard::{Shard, ShardPart};
 
-use super::{Common, ExecArgs, SpecArgs, at_least_one, iteration_bar};
+use super::{Common, ExecArgs, SpecArgs, at_least_one, iteration_bar, shard_and_output};
 
 #[derive(Args)]
 pub struct AttackArgs {
@@ -66,17 +66,10 @@ pub struct AttackArgs {
 }
 
 pub fn run(args: AttackArgs) -> Result<()> {
-    let shard = Shard::from_flag_or_env(args.shard)?;
-    if let Some((_, said)) = &shard {
-        eprintln!("{said}");
-        if args.trace {
-            anyhow::bail!("--trace records whole runs: it cannot be used on a shard (--shard 0/1 runs the whole set)");
-        }
+    let (shard, json_path) = shard_and_output(args.shard, &args.json)?;
+    if shard.is_some() && args.trace {
+        anyhow::bail!("--trace records whole runs: it cannot be used on a shard (--shard 0/1 runs the whole set)");
     }
-    let json_path = match &shard {
-        Some((s, _)) if s.count > 1 => s.output_path(&args.json),
-        _ => args.json.clone(),
-    };
     anu::fsutil::check_output_file(&json_path)?;
     at_least_one(args.n, "--n")?;
     let dataset = args.common.dataset;
@@ -95,11 +88,11 @@ pub fn run(args: AttackArgs) -> Result<()> {
     };
     // The set is split after it is made, so a shard attacks exactly what the unsharded run
     // attacks in those places (ImageNet's random targets included).
-    let (set, part) = match &shard {
-        Some((s, _)) => {
+    let (set, part) = match shard {
+        Some(s) => {
             let range = s.range(whole.len(), execution.batch_size());
             let part = ShardPart {
-                shard: *s,
+                shard: s,
                 first: range.start,
                 end: range.end,
                 total: whole.len(),

@@ -82,16 +82,7 @@ fn merge_reproduce(args: &MergeArgs) -> Result<()> {
     let command: Vec<String> = std::env::args().collect();
     let rows = anu::reproduce::merge::merge_folders(&args.out, &args.shards, command.join(" "))?;
     for r in &rows {
-        println!(
-            "{} {:>3} {:>5}: mean {:.4} median {:.4} success {:.4} {:.1} s",
-            r.table.stem(),
-            r.attack.label(),
-            r.budget,
-            r.mean_l2,
-            r.median_l2,
-            r.success_rate,
-            r.seconds
-        );
+        println!("{}", r.summary_line());
     }
     println!(
         "merged {} shards: wrote tables and figures to {}",

@@ -144,6 +144,20 @@ impl Common {
     }
 }
 
+/// The shard this run is (`flag`, else the one a scheduler's variables name; said on
+/// stderr), and where the run writes what an unsharded run writes to `path`.
+pub fn shard_and_output(flag: Option<anu::shard::Shard>, path: &Path) -> Result<(Option<anu::shard::Shard>, PathBuf)> {
+    let shard = anu::shard::Shard::from_flag_or_env(flag)?.map(|(shard, said)| {
+        eprintln!("{said}");
+        shard
+    });
+    let out = match shard {
+        Some(s) if s.count > 1 => s.output_path(path),
+        _ => path.to_path_buf(),
+    };
+    Ok((shard, out))
+}
+
 /// The attack and changes to the paper's settings for it.
 #[derive(Args, Clone, Debug)]
 pub struct SpecArgs {

@@ -10,7 +10,7 @@ use anu::data::Split;
 use anu::models::Architecture;
 use anu::reproduce::{Protocol, ReproduceOptions, reproduce};
 
-use super::{Common, ExecArgs, at_least_one};
+use super::{Common, ExecArgs, at_least_one, shard_and_output};
 
 #[derive(Args)]
 pub struct ReproduceArgs {
@@ -60,14 +60,7 @@ pub struct ReproduceArgs {
 }
 
 pub fn run(args: ReproduceArgs) -> Result<()> {
-    let shard = anu::shard::Shard::from_flag_or_env(args.shard)?;
-    if let Some((_, said)) = &shard {
-        eprintln!("{said}");
-    }
-    let out = match &shard {
-        Some((s, _)) if s.count > 1 => s.output_path(&args.out),
-        _ => args.out.clone(),
-    };
+    let (shard, out) = shard_and_output(args.shard, &args.out)?;
     anu::fsutil::check_output_dir(&out)?;
     let dataset = args.common.dataset;
     let mut protocol = match args.full {
@@ -127,21 +120,12 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
         force: args.force,
         execution,
         device_name: args.common.device_name(),
-        shard: shard.map(|(s, _)| s),
+        shard,
     };
     let rows = reproduce(&loaded, &test, &options, &device)?;
     args.common.manifest(&[&loaded]).write_to(&out)?;
     for r in &rows {
-        println!(
-            "{} {:>3} {:>5}: mean {:.4} median {:.4} success {:.4} {:.1} s",
-            r.table.stem(),
-            r.attack.label(),
-            r.budget,
-            r.mean_l2,
-            r.median_l2,
-            r.success_rate,
-            r.seconds
-        );
+        println!("{}", r.summary_line());
     }
     println!("wrote tables and figures to {}", out.display());
     Ok(())

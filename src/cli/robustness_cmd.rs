@@ -13,7 +13,7 @@ use anu::data::Split;
 use anu::robustness::{ModelRobustness, RobustnessReport, eps_grid, evaluate, fig6_rows, summary_line, write_outputs};
 use anu::shard::{Shard, ShardPart};
 
-use super::{Common, ExecArgs, SpecArgs, at_least_one, iteration_bar};
+use super::{Common, ExecArgs, SpecArgs, at_least_one, iteration_bar, shard_and_output};
 
 #[derive(Args)]
 pub struct RobustnessArgs {
@@ -53,14 +53,7 @@ pub struct RobustnessArgs {
 }
 
 pub fn run(args: RobustnessArgs) -> Result<()> {
-    let shard = Shard::from_flag_or_env(args.shard)?;
-    if let Some((_, said)) = &shard {
-        eprintln!("{said}");
-    }
-    let out = match &shard {
-        Some((s, _)) if s.count > 1 => s.output_path(&args.out),
-        _ => args.out.clone(),
-    };
+    let (shard, out) = shard_and_output(args.shard, &args.out)?;
     anu::fsutil::check_output_dir(&out)?;
     let dataset = args.common.dataset;
     at_least_one(args.n, "--n")?;
@@ -80,12 +73,12 @@ pub fn run(args: RobustnessArgs) -> Result<()> {
         models.push((name, loaded));
     }
     let whole = args.common.load(Split::Test)?.take(args.n);
-    let (test, part) = match &shard {
-        Some((s, _)) => {
+    let (test, part) = match shard {
+        Some(s) => {
             let range = s.range(whole.len(), execution.batch_size());
             eprintln!("shard {s}: images {}..{} of {}", range.start, range.end, whole.len());
             let part = ShardPart {
-                shard: *s,
+                shard: s,
                 first: range.start,
                 end: range.end,
                 total: whole.len(),

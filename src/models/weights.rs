@@ -346,6 +346,22 @@ fn checked(
     })
 }
 
+/// A loaded model of a built-in architecture, after [`check_weights`].
+fn checked_builtin(
+    arch: Architecture,
+    model: Classifier,
+    path: &Path,
+    sha256: String,
+) -> Result<LoadedModel, ModelError> {
+    checked(
+        Some(arch),
+        model,
+        (arch.input_spec(), arch.forward_macs()),
+        path,
+        sha256,
+    )
+}
+
 /// Reads a PyTorch state dict of `arch` (see [`read_pytorch_into`]). The file must be a
 /// regular file of at most [`MAX_WEIGHT_FILE_BYTES`]; it is hashed in small pieces (never held
 /// whole) and refused if it changes before the weights are loaded from it.
@@ -366,13 +382,7 @@ pub fn load_pytorch(path: &Path, arch: Architecture, device: &Device) -> Result<
     if !unchanged {
         return Err(format_err(path, "the file changed while it was read"));
     }
-    checked(
-        Some(arch),
-        model,
-        (arch.input_spec(), arch.forward_macs()),
-        path,
-        sha256,
-    )
+    checked_builtin(arch, model, path, sha256)
 }
 
 /// What identifies a file's content without reading it: its length and modification time
@@ -473,11 +483,5 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, ModelError> {
             ),
         ));
     }
-    checked(
-        Some(arch),
-        model,
-        (arch.input_spec(), arch.forward_macs()),
-        path,
-        sha256,
-    )
+    checked_builtin(arch, model, path, sha256)
 }

@@ -103,6 +103,22 @@ pub struct Row {
     pub key: RowKey,
 }
 
+impl Row {
+    /// The row in one line, as the commands print it.
+    pub fn summary_line(&self) -> String {
+        format!(
+            "{} {:>3} {:>5}: mean {:.4} median {:.4} success {:.4} {:.1} s",
+            self.table.stem(),
+            self.attack.label(),
+            self.budget,
+            self.mean_l2,
+            self.median_l2,
+            self.success_rate,
+            self.seconds
+        )
+    }
+}
+
 /// Data behind Figure 4: mean norm of the current iterates over the images, per iteration.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Fig4Data {
