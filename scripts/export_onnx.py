@@ -20,7 +20,8 @@ Writes into tests/fixtures/onnx/ (each well under 1.5 MB):
   batch-norm.onnx, batch-norm.json  a tiny classifier whose batch norms cannot be folded into a
                                     convolution (after a ReLU, on a value read twice, on a
                                     flattened vector);
-  gelu.onnx                         a tiny classifier with a GELU (an operator anu does not run).
+  gelu.onnx                         a tiny classifier with a GELU (written with Erf; its reference
+                                    logits are onnxruntime's, by scripts/fixtures/make_onnx_op_graphs.py).
 and into --big-dir (default target/onnx, not committed: 4.6 MB) cifar-cnn.onnx and into the
 fixtures folder cifar-cnn.json.
 

@@ -14,7 +14,10 @@ use burn::tensor::activation;
 use burn::tensor::module::{avg_pool2d, linear};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, PadMode};
 
-use super::graph::{Binary, MAX_RANK, Op, Operand, PadKind, Padding, Program, Step, Unary};
+use burn::tensor::{Int, Slice};
+
+use super::graph::{Binary, Compare, MAX_RANK, Op, Operand, PadKind, Padding, Program, Step, Unary};
+use super::host::{HostData, HostTensor, Reduce, broadcast, norm_axis, range_len, slice_ranges};
 use crate::kernels::{conv2d, max_pool2d_layer};
 
 /// A value of the graph, held at its ONNX rank (a scalar as a vector of one element).
@@ -230,15 +233,46 @@ impl std::fmt::Display for EvalError {
     }
 }
 
+/// A value at run time: a tensor (on the model's device, differentiated by burn) or host
+/// values computed from shapes.
+// Tensors, the common case, are held unboxed: a graph step moves them and boxing would
+// allocate at every step.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Value {
+    Tensor(Val),
+    Host(HostTensor),
+}
+
+/// A host tensor as a float tensor on `device` (a scalar as a vector of one element).
+fn upload(h: &HostTensor, device: &Device) -> Result<Val, String> {
+    let dims = if h.dims.is_empty() { vec![1] } else { h.dims.clone() };
+    Ok(Constant::new(h.to_f32(), &dims, device)?.val())
+}
+
+/// A tensor's values in host memory (for the rare graph that reads a computed tensor as a
+/// shape or index).
+fn download(v: Val) -> Result<HostTensor, String> {
+    let dims = v.dims();
+    let data = with_tensor!(v, t => t.into_data());
+    let values = data
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(HostTensor::floats(dims, values))
+}
+
 /// The values computed so far and the tensors of the model.
 struct Env<'a> {
-    slots: Vec<Option<Val>>,
+    slots: Vec<Option<Value>>,
     tensors: &'a Tensors<'a>,
+    hosts: &'a [HostTensor],
+    device: Device,
 }
 
 impl Env<'_> {
     /// The value in `slot`, moved out when `step` is its last reader.
-    fn get(&mut self, slot: usize, step: &Step) -> Result<Val, String> {
+    fn get(&mut self, slot: usize, step: &Step) -> Result<Value, String> {
         let held = if step.take.contains(&slot) {
             self.slots[slot].take()
         } else {
@@ -247,11 +281,37 @@ impl Env<'_> {
         held.ok_or_else(|| "reads a value that was never computed".into())
     }
 
-    fn operand(&mut self, o: Operand, step: &Step) -> Result<Val, String> {
+    fn value(&mut self, o: Operand, step: &Step) -> Result<Value, String> {
         match o {
             Operand::Slot(s) => self.get(s, step),
-            Operand::Const(i) => Ok(self.tensors.consts[i].val()),
+            Operand::Const(i) => Ok(Value::Tensor(self.tensors.consts[i].val())),
+            Operand::Host(i) => Ok(Value::Host(self.hosts[i].clone())),
         }
+    }
+
+    /// An operand as a tensor.
+    fn operand(&mut self, o: Operand, step: &Step) -> Result<Val, String> {
+        match self.value(o, step)? {
+            Value::Tensor(v) => Ok(v),
+            Value::Host(h) => upload(&h, &self.device),
+        }
+    }
+
+    /// An operand as host values.
+    fn host(&mut self, o: Operand, step: &Step) -> Result<HostTensor, String> {
+        match self.value(o, step)? {
+            Value::Host(h) => Ok(h),
+            Value::Tensor(v) => download(v),
+        }
+    }
+
+    /// An operand read as integers.
+    fn ints(&mut self, o: Operand, step: &Step) -> Result<Vec<i64>, String> {
+        Ok(self.host(o, step)?.to_i64())
+    }
+
+    fn opt_ints(&mut self, o: Option<Operand>, step: &Step) -> Result<Option<Vec<i64>>, String> {
+        o.map(|o| self.ints(o, step)).transpose()
     }
 }
 
@@ -262,11 +322,17 @@ pub fn run(program: &Program, tensors: &Tensors, input: Tensor<4>) -> Result<(Va
     let mut env = Env {
         slots: vec![None; program.slots],
         tensors,
+        hosts: &program.hosts,
+        device: input.device(),
     };
-    env.slots[0] = Some(Val::R4(input));
+    env.slots[0] = Some(Value::Tensor(Val::R4(input)));
     let mut macs = 0u64;
     for step in &program.steps {
-        let out = apply(program, step, &mut env, batch, &mut macs).map_err(|reason| EvalError {
+        let result = match step.host {
+            true => host_op(&step.op, &mut |o| env.host(o, step)).map(Value::Host),
+            false => apply(program, step, &mut env, batch, &mut macs),
+        };
+        let out = result.map_err(|reason| EvalError {
             node: step.node.clone(),
             reason,
         })?;
@@ -275,17 +341,371 @@ pub fn run(program: &Program, tensors: &Tensors, input: Tensor<4>) -> Result<(Va
         }
         env.slots[step.out] = Some(out);
     }
-    let out = env.slots[program.output].take().ok_or_else(|| EvalError {
-        node: "output".into(),
-        reason: "the output was never computed".into(),
-    })?;
+    let out = match env.slots[program.output].take() {
+        Some(Value::Tensor(v)) => v,
+        _ => {
+            return Err(EvalError {
+                node: "output".into(),
+                reason: "the output is not a tensor computed from the images".into(),
+            });
+        }
+    };
     Ok((out, macs / batch.max(1) as u64))
 }
 
+/// The value of `op`, all of whose operands are host constants (indices into `hosts`), on the
+/// host: how a graph's constant parts are computed when it is compiled.
+pub fn host_apply(op: &Op, hosts: &[HostTensor]) -> Result<HostTensor, String> {
+    host_op(op, &mut |o| match o {
+        Operand::Host(i) => Ok(hosts[i].clone()),
+        _ => Err("an operand that is not a constant".into()),
+    })
+}
+
+/// The dimensions kept by Squeeze with `axes` (all of size 1 when absent).
+fn squeeze_dims(dims: &[usize], axes: Option<&[i64]>) -> Result<Vec<usize>, String> {
+    let axes: Vec<usize> = match axes {
+        None => (0..dims.len()).filter(|&i| dims[i] == 1).collect(),
+        Some(a) => a.iter().map(|&a| norm_axis(a, dims.len())).collect::<Result<_, _>>()?,
+    };
+    if let Some(&a) = axes.iter().find(|&&a| dims[a] != 1) {
+        return Err(format!("a squeeze of axis {a} of shape {dims:?}"));
+    }
+    Ok((0..dims.len()).filter(|i| !axes.contains(i)).map(|i| dims[i]).collect())
+}
+
+/// The dimensions given by Unsqueeze with `axes` (positions in the output).
+fn unsqueeze_dims(dims: &[usize], axes: &[i64]) -> Result<Vec<usize>, String> {
+    let rank = dims.len() + axes.len();
+    let mut axes: Vec<usize> = axes.iter().map(|&a| norm_axis(a, rank)).collect::<Result<_, _>>()?;
+    axes.sort_unstable();
+    axes.dedup();
+    if axes.len() + dims.len() != rank {
+        return Err(format!("repeated unsqueeze axes for shape {dims:?}"));
+    }
+    let mut rest = dims.iter();
+    Ok((0..rank)
+        .map(|i| {
+            if axes.contains(&i) {
+                1
+            } else {
+                *rest.next().expect("counted")
+            }
+        })
+        .collect())
+}
+
+/// The sizes of the parts of Split on an axis of `d`.
+fn split_sizes(d: usize, parts: usize, split: Option<&[i64]>) -> Result<Vec<usize>, String> {
+    let sizes: Vec<usize> = match split {
+        Some(s) => s
+            .iter()
+            .map(|&v| usize::try_from(v).map_err(|_| format!("split sizes {s:?}")))
+            .collect::<Result<_, _>>()?,
+        None => {
+            let each = d.div_ceil(parts.max(1));
+            (0..parts).map(|i| each.min(d.saturating_sub(i * each))).collect()
+        }
+    };
+    if sizes.len() != parts || sizes.iter().sum::<usize>() != d {
+        return Err(format!("a split of an axis of {d} into {sizes:?} ({parts} outputs)"));
+    }
+    Ok(sizes)
+}
+
+/// The axes a reduction runs over; `None` when it is the identity.
+fn reduce_axes(rank: usize, axes: Option<&[i64]>, noop_empty: bool) -> Result<Option<Vec<usize>>, String> {
+    match axes {
+        Some(a) if !a.is_empty() => {
+            let mut v: Vec<usize> = a.iter().map(|&a| norm_axis(a, rank)).collect::<Result<_, _>>()?;
+            v.sort_unstable();
+            v.dedup();
+            Ok(Some(v))
+        }
+        _ if noop_empty => Ok(None),
+        _ => Ok(Some((0..rank).collect())),
+    }
+}
+
+/// The dimensions of Shape from `start` to `end`.
+fn shape_range(dims: &[usize], start: i64, end: Option<i64>) -> Vec<i64> {
+    let r = dims.len() as i64;
+    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let (s, e) = (clamp(start), clamp(end.unwrap_or(r)));
+    dims[s..e.max(s)].iter().map(|&d| d as i64).collect()
+}
+
+/// The padding pairs of every dimension of a value of `rank` from ONNX `pads` (begins, then
+/// ends, of `axes` or of all dimensions).
+fn pad_pairs(rank: usize, pads: &[i64], axes: Option<&[i64]>) -> Result<Vec<(usize, usize)>, String> {
+    let axes: Vec<usize> = match axes {
+        Some(a) => a.iter().map(|&a| norm_axis(a, rank)).collect::<Result<_, _>>()?,
+        None => (0..rank).collect(),
+    };
+    if pads.len() != 2 * axes.len() {
+        return Err(format!("{} pads for {} dimensions", pads.len(), axes.len()));
+    }
+    if pads.iter().any(|&p| p < 0) {
+        return Err(format!("negative pads {pads:?} (cropping is not supported)"));
+    }
+    let mut pairs = vec![(0, 0); rank];
+    for (i, &a) in axes.iter().enumerate() {
+        pairs[a] = (pads[i] as usize, pads[i + axes.len()] as usize);
+    }
+    Ok(pairs)
+}
+
+/// The dimensions of Flatten at `axis`.
+fn flatten_dims(dims: &[usize], axis: i64) -> Result<[usize; 2], String> {
+    let r = dims.len() as i64;
+    let a = if axis < 0 { axis + r } else { axis };
+    if !(0..=r).contains(&a) {
+        return Err(format!("a flatten at axis {axis} of a value of rank {r}"));
+    }
+    let a = a as usize;
+    Ok([dims[..a].iter().product(), dims[a..].iter().product()])
+}
+
+/// The dimensions of ONNX Range.
+fn range_values(start: &HostTensor, limit: &HostTensor, delta: &HostTensor) -> Result<HostTensor, String> {
+    let count = |s: f64, l: f64, d: f64| -> Result<usize, String> {
+        if d == 0.0 {
+            return Err("a range with step 0".into());
+        }
+        let n = ((l - s) / d).ceil().max(0.0);
+        match n <= MAX_VALUES_PER_IMAGE as f64 {
+            true => Ok(n as usize),
+            false => Err(format!("a range of {n} values")),
+        }
+    };
+    Ok(match (&start.data, &limit.data, &delta.data) {
+        (HostData::I64(s), HostData::I64(l), HostData::I64(d)) => {
+            let (s, l, d) = (s[0], l[0], d[0]);
+            let n = count(s as f64, l as f64, d as f64)?;
+            HostTensor::ints(vec![n], (0..n as i64).map(|i| s + i * d).collect())
+        }
+        _ => {
+            let (s, l, d) = (start.to_f32()[0], limit.to_f32()[0], delta.to_f32()[0]);
+            let n = count(s as f64, l as f64, d as f64)?;
+            HostTensor::floats(vec![n], (0..n).map(|i| s + i as f32 * d).collect())
+        }
+    })
+}
+
+/// An integer function of ONNX's integer arithmetic.
+fn int_binary(f: Binary) -> impl Fn(i64, i64) -> Result<i64, String> {
+    move |x: i64, y: i64| {
+        let r = match f {
+            Binary::Add => x.checked_add(y),
+            Binary::Sub => x.checked_sub(y),
+            Binary::Mul => x.checked_mul(y),
+            Binary::Div => x.checked_div(y),
+            Binary::Pow => u32::try_from(y).ok().and_then(|e| x.checked_pow(e)),
+            Binary::Mod => x
+                .checked_rem(y)
+                .map(|r| if r != 0 && (r < 0) != (y < 0) { r + y } else { r }),
+        };
+        r.ok_or_else(|| format!("integer overflow or division by zero in {x} {f:?} {y}"))
+    }
+}
+
+fn float_binary(f: Binary) -> impl Fn(f32, f32) -> f32 {
+    move |x: f32, y: f32| match f {
+        Binary::Add => x + y,
+        Binary::Sub => x - y,
+        Binary::Mul => x * y,
+        Binary::Div => x / y,
+        Binary::Pow => x.powf(y),
+        Binary::Mod => x - y * (x / y).floor(),
+    }
+}
+
+fn compare_fn(f: Compare) -> impl Fn(f64, f64) -> bool {
+    move |x: f64, y: f64| match f {
+        Compare::Equal => x == y,
+        Compare::Less => x < y,
+        Compare::Greater => x > y,
+        Compare::LessOrEqual => x <= y,
+        Compare::GreaterOrEqual => x >= y,
+    }
+}
+
+/// The value of an operation of [`Op::runs_on_host`] on host values, with `get` giving its
+/// operands.
+fn host_op(op: &Op, get: &mut dyn FnMut(Operand) -> Result<HostTensor, String>) -> Result<HostTensor, String> {
+    let ints = |o: Operand, get: &mut dyn FnMut(Operand) -> Result<HostTensor, String>| get(o).map(|t| t.to_i64());
+    Ok(match op {
+        Op::Unary { x, f } => {
+            let x = get(*x)?;
+            let int = matches!(x.data, HostData::I64(_));
+            match f {
+                Unary::Neg => x.neg(),
+                Unary::Not => HostTensor::ints(x.dims.clone(), x.to_i64().iter().map(|&v| (v == 0) as i64).collect()),
+                Unary::Abs if int => HostTensor::ints(x.dims.clone(), x.to_i64().iter().map(|v| v.abs()).collect()),
+                Unary::Relu if int => HostTensor::ints(x.dims.clone(), x.to_i64().iter().map(|&v| v.max(0)).collect()),
+                Unary::Abs => x.map_f32(f32::abs),
+                Unary::Relu => x.map_f32(|v| v.max(0.0)),
+                Unary::Sqrt => x.map_f32(f32::sqrt),
+                Unary::Exp => x.map_f32(f32::exp),
+                Unary::Log => x.map_f32(f32::ln),
+                Unary::Reciprocal => x.map_f32(|v| 1.0 / v),
+                other => return Err(format!("{other:?} on host values")),
+            }
+        }
+        Op::Binary { a, b, f } => HostTensor::zip(&get(*a)?, &get(*b)?, int_binary(*f), float_binary(*f))?,
+        Op::Compare { a, b, f } => HostTensor::compare(&get(*a)?, &get(*b)?, compare_fn(*f))?,
+        Op::Where { cond, a, b } => HostTensor::select(&get(*cond)?, &get(*a)?, &get(*b)?)?,
+        Op::Reduce {
+            x,
+            axes,
+            keepdims,
+            noop_empty,
+            f,
+        } => {
+            let x = get(*x)?;
+            let axes = axes.map(|a| ints(a, get)).transpose()?;
+            match reduce_axes(x.dims.len(), axes.as_deref(), *noop_empty)? {
+                None => x,
+                Some(axes) => x.reduce(&axes, *keepdims, *f),
+            }
+        }
+        Op::Flatten { x, axis } => {
+            let x = get(*x)?;
+            let dims = flatten_dims(&x.dims, *axis)?;
+            x.reshape(dims.to_vec())?
+        }
+        Op::Reshape { x, shape, allow_zero } => {
+            let x = get(*x)?;
+            let target = ints(*shape, get)?;
+            let dims = reshape_dims(&x.dims, &target, *allow_zero)?;
+            x.reshape(dims)?
+        }
+        Op::Transpose { x, perm } => {
+            let x = get(*x)?;
+            let perm = perm.clone().unwrap_or_else(|| (0..x.dims.len()).rev().collect());
+            x.transpose(&perm)?
+        }
+        Op::Concat { inputs, axis } => {
+            let parts = inputs.iter().map(|o| get(*o)).collect::<Result<Vec<_>, _>>()?;
+            let rank = parts.first().ok_or("a concatenation of nothing")?.dims.len();
+            let float = parts.iter().any(|p| matches!(p.data, HostData::F32(_)));
+            let parts: Vec<HostTensor> = parts.into_iter().map(|p| p.cast(float)).collect();
+            HostTensor::concat(&parts, norm_axis(*axis, rank)?)?
+        }
+        Op::Shape { x, start, end } => {
+            let dims = get(*x)?.dims;
+            let v = shape_range(&dims, *start, *end);
+            HostTensor::ints(vec![v.len()], v)
+        }
+        Op::Size { x } => HostTensor::ints(vec![], vec![get(*x)?.len() as i64]),
+        Op::Gather { x, indices, axis } => {
+            let x = get(*x)?;
+            let axis = norm_axis(*axis, x.dims.len())?;
+            x.gather(axis, &get(*indices)?)?
+        }
+        Op::Slice {
+            x,
+            starts,
+            ends,
+            axes,
+            steps,
+        } => {
+            let x = get(*x)?;
+            let (starts, ends) = (ints(*starts, get)?, ints(*ends, get)?);
+            let axes = axes.map(|a| ints(a, get)).transpose()?;
+            let steps = steps.map(|s| ints(s, get)).transpose()?;
+            let ranges = slice_ranges(&x.dims, &starts, &ends, axes.as_deref(), steps.as_deref())?;
+            x.slice(&ranges)
+        }
+        Op::Split {
+            x,
+            axis,
+            split,
+            parts,
+            index,
+        } => {
+            let x = get(*x)?;
+            let axis_n = norm_axis(*axis, x.dims.len())?;
+            let split = split.map(|s| ints(s, get)).transpose()?;
+            let sizes = split_sizes(x.dims[axis_n], *parts, split.as_deref())?;
+            let start: usize = sizes[..*index].iter().sum();
+            let mut ranges: Vec<(i64, i64, i64)> = x.dims.iter().map(|&d| (0, d as i64, 1)).collect();
+            ranges[axis_n] = (start as i64, (start + sizes[*index]) as i64, 1);
+            x.slice(&ranges)
+        }
+        Op::Squeeze { x, axes } => {
+            let x = get(*x)?;
+            let axes = axes.map(|a| ints(a, get)).transpose()?;
+            let dims = squeeze_dims(&x.dims, axes.as_deref())?;
+            x.reshape(dims)?
+        }
+        Op::Unsqueeze { x, axes } => {
+            let x = get(*x)?;
+            let dims = unsqueeze_dims(&x.dims, &ints(*axes, get)?)?;
+            x.reshape(dims)?
+        }
+        Op::Expand { x, shape } => {
+            let x = get(*x)?;
+            let shape = dims_of(&ints(*shape, get)?)?;
+            x.expand(&shape)?
+        }
+        Op::Tile { x, repeats } => {
+            let x = get(*x)?;
+            let repeats = dims_of(&ints(*repeats, get)?)?;
+            if repeats.len() != x.dims.len() {
+                return Err(format!(
+                    "{} repeats for a value of rank {}",
+                    repeats.len(),
+                    x.dims.len()
+                ));
+            }
+            let mut t = x;
+            for (axis, &n) in repeats.iter().enumerate() {
+                if n != 1 {
+                    let parts = vec![t; n];
+                    t = HostTensor::concat(&parts, axis)?;
+                }
+            }
+            t
+        }
+        Op::Cast { x, float } => get(*x)?.cast(*float),
+        Op::ConstantOfShape { shape, value } => {
+            let dims = dims_of(&ints(*shape, get)?)?;
+            let total = dims
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .unwrap_or(usize::MAX);
+            if total > MAX_VALUES_PER_IMAGE {
+                return Err(format!("a constant of shape {dims:?}"));
+            }
+            HostTensor {
+                data: match &value.data {
+                    HostData::F32(v) => HostData::F32(vec![v.first().copied().unwrap_or(0.0); total]),
+                    HostData::I64(v) => HostData::I64(vec![v.first().copied().unwrap_or(0); total]),
+                },
+                dims,
+            }
+        }
+        Op::Range { start, limit, delta } => range_values(&get(*start)?, &get(*limit)?, &get(*delta)?)?,
+        other => return Err(format!("{other:?} does not run on host values")),
+    })
+}
+
+/// Non-negative integers as dimensions.
+fn dims_of(v: &[i64]) -> Result<Vec<usize>, String> {
+    v.iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("a shape {v:?} with a negative dimension")))
+        .collect()
+}
+
 /// The value `step` computes (on a batch of `batch` images), its multiply-adds added to `macs`.
-fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut u64) -> Result<Val, String> {
+fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut u64) -> Result<Value, String> {
     let tensors = env.tensors;
-    Ok(match &step.op {
+    let images = |v: Value| match v {
+        Value::Tensor(v) => v.images(),
+        Value::Host(_) => Err("expects an image batch computed from the graph's input".to_string()),
+    };
+    Ok(Value::Tensor(match &step.op {
         Op::Conv {
             x,
             weight,
@@ -295,7 +715,7 @@ fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut
             dilation,
             groups,
         } => {
-            let x = env.get(*x, step)?.images()?;
+            let x = images(env.get(*x, step)?)?;
             let [n, c, h, w] = x.dims();
             let kernel = tensors.kernels[*weight].val();
             let [o, cg, kh, kw] = kernel.dims();
@@ -317,7 +737,7 @@ fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut
             Val::R4(conv2d(x, kernel, bias, options))
         }
         Op::Linear { x, weight, bias } => {
-            let x = env.get(*x, step)?;
+            let x = env.operand(Operand::Slot(*x), step)?;
             let w = tensors.matrices[*weight].val();
             let [inp, outp] = w.dims();
             let dims = x.dims();
@@ -376,9 +796,16 @@ fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut
         Op::MatMul { a, b } => {
             let (a, b) = (env.operand(*a, step)?, env.operand(*b, step)?);
             let r = a.rank().max(b.rank());
+            if a.rank() < 2 || b.rank() < 2 {
+                return Err(format!(
+                    "MatMul of {:?} by {:?} (vectors are not supported)",
+                    a.dims(),
+                    b.dims()
+                ));
+            }
             let (a, b) = (a.lift(r)?, b.lift(r)?);
             let (da, db) = (a.dims(), b.dims());
-            if r < 2 || da[r - 1] != db[r - 2] {
+            if da[r - 1] != db[r - 2] {
                 return Err(format!("MatMul of {da:?} by {db:?}"));
             }
             let mut sa = broadcast(&da[..r - 2], &db[..r - 2])?;
@@ -391,21 +818,59 @@ fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut
                 .ok_or("MatMul of values of different ranks")?
         }
         Op::Affine { x, scale, shift } => {
-            let x = env.get(*x, step)?;
+            let x = env.operand(Operand::Slot(*x), step)?;
             let (scale, shift) = (env.operand(*scale, step)?, env.operand(*shift, step)?);
             let channels = scale.dims().iter().product::<usize>();
-            if x.dims().get(1) != Some(&channels) {
+            let dims = x.dims();
+            if dims.len() < 2 || dims[1] != channels {
                 return Err(format!(
-                    "a batch norm of {channels} channels applied to a value of shape {:?}",
-                    x.dims()
+                    "a batch norm of {channels} channels applied to a value of shape {dims:?}"
                 ));
             }
+            // [C] as [1, C, 1, ...]: broadcasts over [N, C, ...].
+            let mut per_channel = vec![1; dims.len()];
+            per_channel[1] = channels;
+            let (scale, shift) = (scale.reshape(&per_channel)?, shift.reshape(&per_channel)?);
             binary(binary(x, scale, Binary::Mul)?, shift, Binary::Add)?
         }
-        Op::Unary { x, f } => map_tensor!(env.get(*x, step)?, t => unary(t, *f)),
+        Op::Unary { x, f } => {
+            let x = env.operand(*x, step)?;
+            map_tensor!(x, t => unary(t, *f))
+        }
         Op::Binary { a, b, f } => {
             let (a, b) = (env.operand(*a, step)?, env.operand(*b, step)?);
             binary(a, b, *f)?
+        }
+        Op::Compare { a, b, f } => {
+            let (a, b) = (env.operand(*a, step)?, env.operand(*b, step)?);
+            let (a, b) = broadcast_pair(a, b)?;
+            zip_tensors!(a, b, x, y => match f {
+                Compare::Equal => x.equal(y),
+                Compare::Less => x.lower(y),
+                Compare::Greater => x.greater(y),
+                Compare::LessOrEqual => x.lower_equal(y),
+                Compare::GreaterOrEqual => x.greater_equal(y),
+            }.float())
+            .ok_or("a comparison of values of different ranks")?
+        }
+        Op::Where { cond, a, b } => {
+            let (cond, a, b) = (
+                env.operand(*cond, step)?,
+                env.operand(*a, step)?,
+                env.operand(*b, step)?,
+            );
+            let out = broadcast(&broadcast(&cond.dims(), &a.dims())?, &b.dims())?;
+            let r = out.len();
+            let (cond, a, b) = (cond.lift(r)?, a.lift(r)?, b.lift(r)?);
+            match (cond, a, b) {
+                (Val::R1(c), Val::R1(a), Val::R1(b)) => Val::R1(select(c, a, b, &out)),
+                (Val::R2(c), Val::R2(a), Val::R2(b)) => Val::R2(select(c, a, b, &out)),
+                (Val::R3(c), Val::R3(a), Val::R3(b)) => Val::R3(select(c, a, b, &out)),
+                (Val::R4(c), Val::R4(a), Val::R4(b)) => Val::R4(select(c, a, b, &out)),
+                (Val::R5(c), Val::R5(a), Val::R5(b)) => Val::R5(select(c, a, b, &out)),
+                (Val::R6(c), Val::R6(a), Val::R6(b)) => Val::R6(select(c, a, b, &out)),
+                _ => return Err("Where of values of different ranks".into()),
+            }
         }
         Op::MaxPool {
             x,
@@ -415,7 +880,7 @@ fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut
             dilation,
             ceil,
         } => {
-            let x = env.get(*x, step)?.images()?;
+            let x = images(env.get(*x, step)?)?;
             let [_, _, h, w] = x.dims();
             let pads = resolve(*padding, [h, w], *kernel, *stride, *dilation);
             out_size([h, w], *kernel, *stride, *dilation, pads, *ceil)?;
@@ -437,7 +902,7 @@ fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut
             count_include_pad,
             ceil,
         } => {
-            let x = env.get(*x, step)?.images()?;
+            let x = images(env.get(*x, step)?)?;
             let [_, _, h, w] = x.dims();
             let pads = resolve(*padding, [h, w], *kernel, *stride, [1, 1]);
             out_size([h, w], *kernel, *stride, [1, 1], pads, *ceil)?;
@@ -449,25 +914,33 @@ fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut
             Val::R4(avg_pool2d(x, options))
         }
         Op::GlobalAvgPool { x } => {
-            let x = env.get(*x, step)?;
+            let x = env.operand(Operand::Slot(*x), step)?;
             if x.rank() < 3 {
                 return Err(format!("global pooling of a value of shape {:?}", x.dims()));
             }
             let axes: Vec<usize> = (2..x.rank()).collect();
             map_tensor!(x, t => t.mean_dims(&axes))
         }
-        Op::ReduceMean { x, axes, keepdims } => {
-            let x = env.get(*x, step)?;
+        Op::Reduce {
+            x,
+            axes,
+            keepdims,
+            noop_empty,
+            f,
+        } => {
+            let x = env.operand(*x, step)?;
+            let axes = env.opt_ints(*axes, step)?;
             let (dims, rank) = (x.dims(), x.rank());
-            let axes: Vec<usize> = if axes.is_empty() {
-                (0..rank).collect()
-            } else {
-                axes.clone()
+            let Some(axes) = reduce_axes(rank, axes.as_deref(), *noop_empty)? else {
+                return Ok(Value::Tensor(x));
             };
-            if axes.iter().any(|&a| a >= rank) {
-                return Err(format!("a mean over axes {axes:?} of a value of shape {dims:?}"));
-            }
-            let y = map_tensor!(x, t => t.mean_dims(&axes));
+            let y = map_tensor!(x, t => match f {
+                Reduce::Mean => t.mean_dims(&axes),
+                Reduce::Sum => t.sum_dims(&axes),
+                Reduce::Max => t.max_dims(&axes),
+                Reduce::Min => t.min_dims(&axes),
+                Reduce::Prod => t.prod_dims(&axes),
+            });
             if *keepdims {
                 y
             } else {
@@ -476,19 +949,17 @@ fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut
             }
         }
         Op::Flatten { x, axis } => {
-            let x = env.get(*x, step)?;
-            let dims = x.dims();
-            let axis = (*axis).min(dims.len());
-            let outer: usize = dims[..axis].iter().product();
-            let inner: usize = dims[axis..].iter().product();
-            x.reshape(&[outer, inner])?
+            let x = env.operand(*x, step)?;
+            let dims = flatten_dims(&x.dims(), *axis)?;
+            x.reshape(&dims)?
         }
         Op::Reshape { x, shape, allow_zero } => {
-            let x = env.get(*x, step)?;
+            let x = env.operand(*x, step)?;
             let dims = x.dims();
-            let mut target = shape.clone();
+            let mut target = env.ints(*shape, step)?;
             // A graph exported for a fixed batch size: its batch dimension follows the images.
-            if let Some(fixed) = program.input_shape.first().copied().flatten()
+            if let Operand::Host(_) = shape
+                && let Some(fixed) = program.input_shape.first().copied().flatten()
                 && fixed != batch
                 && target.first() == Some(&(fixed as i64))
                 && dims.first() == Some(&batch)
@@ -499,13 +970,14 @@ fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut
             x.reshape(&out)?
         }
         Op::Transpose { x, perm } => {
-            let x = env.get(*x, step)?;
+            let x = env.operand(*x, step)?;
+            let perm = perm.clone().unwrap_or_else(|| (0..x.rank()).rev().collect());
             let mut sorted = perm.clone();
             sorted.sort_unstable();
             if sorted != (0..x.rank()).collect::<Vec<_>>() {
                 return Err(format!("a permutation {perm:?} of a value of rank {}", x.rank()));
             }
-            map_tensor!(x, t => t.permute(array(perm)))
+            map_tensor!(x, t => t.permute(array(&perm)))
         }
         Op::Concat { inputs, axis } => {
             let vals = inputs
@@ -513,64 +985,265 @@ fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut
                 .map(|o| env.operand(*o, step))
                 .collect::<Result<Vec<_>, _>>()?;
             let first = vals.first().ok_or("a concatenation of nothing")?.dims();
+            let axis = norm_axis(*axis, first.len())?;
             for v in &vals {
                 let d = v.dims();
-                let fits = d.len() == first.len()
-                    && *axis < d.len()
-                    && d.iter().zip(&first).enumerate().all(|(i, (a, b))| i == *axis || a == b);
+                let fits =
+                    d.len() == first.len() && d.iter().zip(&first).enumerate().all(|(i, (a, b))| i == axis || a == b);
                 if !fits {
                     return Err(format!("concatenation of shapes {first:?} and {d:?} on axis {axis}"));
                 }
             }
             match first.len() {
-                1 => concat::<1>(vals, *axis),
-                2 => concat::<2>(vals, *axis),
-                3 => concat::<3>(vals, *axis),
-                4 => concat::<4>(vals, *axis),
-                5 => concat::<5>(vals, *axis),
-                _ => concat::<6>(vals, *axis),
+                1 => concat::<1>(vals, axis),
+                2 => concat::<2>(vals, axis),
+                3 => concat::<3>(vals, axis),
+                4 => concat::<4>(vals, axis),
+                5 => concat::<5>(vals, axis),
+                _ => concat::<6>(vals, axis),
             }
             .ok_or("concatenation of values of different ranks")?
         }
-        Op::Pad { x, pads, mode } => {
-            let x = env.get(*x, step)?;
+        Op::Pad {
+            x,
+            pads,
+            value,
+            axes,
+            mode,
+        } => {
+            let x = env.operand(*x, step)?;
             let dims = x.dims();
-            if pads.len() != dims.len() {
-                return Err(format!(
-                    "{} padding pairs for a value of rank {}",
-                    pads.len(),
-                    dims.len()
-                ));
-            }
-            let fits = |&(&(a, b), &d): &(&(usize, usize), &usize)| match mode {
-                PadKind::Constant(_) => true,
+            let pads = env.ints(*pads, step)?;
+            let axes = env.opt_ints(*axes, step)?;
+            let pairs = pad_pairs(dims.len(), &pads, axes.as_deref())?;
+            let fill = match value {
+                Some(v) => env.host(*v, step)?.to_f32().first().copied().unwrap_or(0.0),
+                None => 0.0,
+            };
+            let fits = |(&(a, b), &d): (&(usize, usize), &usize)| match mode {
+                PadKind::Constant => true,
                 PadKind::Reflect => a < d && b < d,
                 PadKind::Edge => d > 0 || (a == 0 && b == 0),
             };
-            if !pads.iter().zip(&dims).all(|p| fits(&p)) {
-                return Err(format!("padding {pads:?} ({mode:?}) of a value of shape {dims:?}"));
+            if !pairs.iter().zip(&dims).all(fits) {
+                return Err(format!("padding {pairs:?} ({mode:?}) of a value of shape {dims:?}"));
             }
             let padded: Vec<usize> = dims
                 .iter()
-                .zip(pads)
+                .zip(&pairs)
                 .map(|(&d, &(a, b))| d.saturating_add(a).saturating_add(b))
                 .collect();
             check_per_image(&padded[1..], "a padded value")?;
             let mode = match mode {
-                PadKind::Constant(v) => PadMode::Constant(*v),
+                PadKind::Constant => PadMode::Constant(fill),
                 PadKind::Reflect => PadMode::Reflect,
                 PadKind::Edge => PadMode::Edge,
             };
-            map_tensor!(x, t => t.pad(pads.clone(), mode))
+            map_tensor!(x, t => t.pad(pairs.clone(), mode))
         }
-        Op::Softmax { x, axis } => {
-            let x = env.get(*x, step)?;
-            if *axis >= x.rank() {
-                return Err(format!("a softmax on axis {axis} of a value of rank {}", x.rank()));
+        Op::Softmax { x, axis, coerce_2d } => {
+            let x = env.operand(*x, step)?;
+            let dims = x.dims();
+            let axis = norm_axis(*axis, x.rank())?;
+            if *coerce_2d && axis + 1 != dims.len() {
+                // Before opset 13: the softmax of the value flattened to 2-D at `axis`.
+                let [outer, inner] = flatten_dims(&dims, axis as i64)?;
+                let flat = x.reshape(&[outer, inner])?.tensor::<2>()?;
+                Val::R2(activation::softmax(flat, 1)).reshape(&dims)?
+            } else {
+                map_tensor!(x, t => activation::softmax(t, axis))
             }
-            map_tensor!(x, t => activation::softmax(t, *axis))
         }
+        Op::LogSoftmax { x, axis } => {
+            let x = env.operand(*x, step)?;
+            let axis = norm_axis(*axis, x.rank())?;
+            map_tensor!(x, t => activation::log_softmax(t, axis))
+        }
+        Op::Shape { x, start, end } => {
+            let dims = match env.value(*x, step)? {
+                Value::Tensor(v) => v.dims(),
+                Value::Host(h) => h.dims,
+            };
+            let v = shape_range(&dims, *start, *end);
+            return Ok(Value::Host(HostTensor::ints(vec![v.len()], v)));
+        }
+        Op::Size { x } => {
+            let n = match env.value(*x, step)? {
+                Value::Tensor(v) => v.dims().iter().product::<usize>(),
+                Value::Host(h) => h.len(),
+            };
+            return Ok(Value::Host(HostTensor::ints(vec![], vec![n as i64])));
+        }
+        Op::Gather { x, indices, axis } => {
+            let x = env.operand(*x, step)?;
+            let indices = env.host(*indices, step)?;
+            let dims = x.dims();
+            let axis = norm_axis(*axis, dims.len())?;
+            let d = dims[axis] as i64;
+            let idx: Vec<i64> = indices
+                .to_i64()
+                .iter()
+                .map(|&i| {
+                    let j = if i < 0 { i + d } else { i };
+                    match (0..d).contains(&j) {
+                        true => Ok(j),
+                        false => Err(format!("index {i} on an axis of {d}")),
+                    }
+                })
+                .collect::<Result<_, _>>()?;
+            let n = idx.len();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &env.device);
+            let mut out = dims[..axis].to_vec();
+            out.extend(&indices.dims);
+            out.extend(&dims[axis + 1..]);
+            map_tensor!(x, t => t.select(axis, idx)).reshape(&out)?
+        }
+        Op::Slice {
+            x,
+            starts,
+            ends,
+            axes,
+            steps,
+        } => {
+            let x = env.operand(*x, step)?;
+            let (starts, ends) = (env.ints(*starts, step)?, env.ints(*ends, step)?);
+            let axes = env.opt_ints(*axes, step)?;
+            let steps = env.opt_ints(*steps, step)?;
+            let ranges = slice_ranges(&x.dims(), &starts, &ends, axes.as_deref(), steps.as_deref())?;
+            slice_val(x, &ranges)?
+        }
+        Op::Split {
+            x,
+            axis,
+            split,
+            parts,
+            index,
+        } => {
+            let x = env.operand(*x, step)?;
+            let dims = x.dims();
+            let axis = norm_axis(*axis, dims.len())?;
+            let split = env.opt_ints(*split, step)?;
+            let sizes = split_sizes(dims[axis], *parts, split.as_deref())?;
+            let start: usize = sizes[..*index].iter().sum();
+            if sizes[*index] == 0 {
+                return Err("an empty part of a split".into());
+            }
+            map_tensor!(x, t => t.narrow(axis, start, sizes[*index]))
+        }
+        Op::Squeeze { x, axes } => {
+            let x = env.operand(*x, step)?;
+            let axes = env.opt_ints(*axes, step)?;
+            let dims = squeeze_dims(&x.dims(), axes.as_deref())?;
+            x.reshape(&dims)?
+        }
+        Op::Unsqueeze { x, axes } => {
+            let x = env.operand(*x, step)?;
+            let axes = env.ints(*axes, step)?;
+            let dims = unsqueeze_dims(&x.dims(), &axes)?;
+            x.reshape(&dims)?
+        }
+        Op::Expand { x, shape } => {
+            let x = env.operand(*x, step)?;
+            let shape = dims_of(&env.ints(*shape, step)?)?;
+            let out = broadcast(&x.dims(), &shape)?;
+            check_per_image(out.get(1..).unwrap_or(&[]), "an expanded value")?;
+            let x = x.lift(out.len())?;
+            map_tensor!(x, t => expand_to(t, &out))
+        }
+        Op::Tile { x, repeats } => {
+            let x = env.operand(*x, step)?;
+            let repeats = dims_of(&env.ints(*repeats, step)?)?;
+            if repeats.len() != x.rank() {
+                return Err(format!("{} repeats for a value of rank {}", repeats.len(), x.rank()));
+            }
+            map_tensor!(x, t => t.repeat(&repeats))
+        }
+        Op::Cast { x, float } => match env.value(*x, step)? {
+            Value::Tensor(v) if *float => v,
+            Value::Tensor(v) => return Ok(Value::Host(download(v)?.cast(false))),
+            Value::Host(h) => return Ok(Value::Host(h.cast(*float))),
+        },
+        Op::LayerNorm {
+            x,
+            scale,
+            bias,
+            axis,
+            eps,
+        } => {
+            let x = env.operand(*x, step)?;
+            let axis = norm_axis(*axis, x.rank())?;
+            let axes: Vec<usize> = (axis..x.rank()).collect();
+            let normed = map_tensor!(x, t => {
+                let centred = t.clone() - t.mean_dims(&axes);
+                let var = (centred.clone() * centred.clone()).mean_dims(&axes);
+                centred / (var + *eps).sqrt()
+            });
+            let scale = env.operand(*scale, step)?;
+            let y = binary(normed, scale, Binary::Mul)?;
+            match bias {
+                Some(b) => binary(y, env.operand(*b, step)?, Binary::Add)?,
+                None => y,
+            }
+        }
+        // Integers computed from tensors (rare): on the host.
+        Op::ConstantOfShape { .. } | Op::Range { .. } => {
+            return host_op(&step.op, &mut |o| env.host(o, step)).map(Value::Host);
+        }
+    }))
+}
+
+/// `a` where `cond` (broadcast to `out`) is non-zero, else `b`.
+fn select<const D: usize>(cond: Tensor<D>, a: Tensor<D>, b: Tensor<D>, out: &[usize]) -> Tensor<D> {
+    let mask = expand_to(cond, out).not_equal_elem(0.0);
+    expand_to(b, out).mask_where(mask, expand_to(a, out))
+}
+
+/// Both values broadcast to their common shape.
+fn broadcast_pair(a: Val, b: Val) -> Result<(Val, Val), String> {
+    let out = broadcast(&a.dims(), &b.dims())?;
+    let (a, b) = (a.lift(out.len())?, b.lift(out.len())?);
+    Ok((
+        map_tensor!(a, t => expand_to(t, &out)),
+        map_tensor!(b, t => expand_to(t, &out)),
+    ))
+}
+
+/// ONNX Slice of a tensor on the ranges of [`slice_ranges`].
+fn slice_val(x: Val, ranges: &[(i64, i64, i64)]) -> Result<Val, String> {
+    let mut slices = Vec::with_capacity(ranges.len());
+    let mut flips = Vec::new();
+    for (axis, &r) in ranges.iter().enumerate() {
+        let n = range_len(r);
+        if n == 0 {
+            return Err(format!("an empty slice {r:?} on axis {axis}"));
+        }
+        let (start, _, step) = r;
+        if step > 0 {
+            slices.push(Slice::new(
+                start as isize,
+                Some((start + (n as i64 - 1) * step + 1) as isize),
+                step as isize,
+            ));
+        } else {
+            // The same elements in increasing order, then reversed.
+            let first = start + (n as i64 - 1) * step;
+            slices.push(Slice::new(first as isize, Some((start + 1) as isize), -step as isize));
+            flips.push(axis);
+        }
+    }
+    let y = map_tensor!(x, t => t.slice(slices.as_slice()));
+    Ok(match flips.is_empty() {
+        true => y,
+        false => map_tensor!(y, t => flip_axes(t, &flips)),
     })
+}
+
+/// `t` reversed along `axes`.
+fn flip_axes<const D: usize>(mut t: Tensor<D>, axes: &[usize]) -> Tensor<D> {
+    for &a in axes {
+        t = t.flip([a]);
+    }
+    t
 }
 
 /// An element-wise function of a tensor.
@@ -589,6 +1262,16 @@ fn unary<const D: usize>(t: Tensor<D>, f: Unary) -> Tensor<D> {
             (None, Some(hi)) => t.clamp_max(hi),
             (None, None) => t,
         },
+        Unary::Sqrt => t.sqrt(),
+        Unary::Exp => t.exp(),
+        Unary::Log => t.log(),
+        Unary::Erf => t.erf(),
+        Unary::Reciprocal => t.recip(),
+        Unary::Abs => t.abs(),
+        Unary::Gelu { tanh: false } => activation::gelu(t),
+        Unary::Gelu { tanh: true } => activation::gelu_approximate(t),
+        Unary::Softplus => activation::softplus(t, 1.0),
+        Unary::Not => t.neg().add_scalar(1.0),
     }
 }
 
@@ -602,6 +1285,8 @@ fn binary(a: Val, b: Val, f: Binary) -> Result<Val, String> {
         Binary::Sub => x - y,
         Binary::Mul => x * y,
         Binary::Div => x / y,
+        Binary::Pow => x.powf(y),
+        Binary::Mod => x.clone() - (x / y.clone()).floor() * y,
     });
     out.ok_or_else(|| "an element-wise operation on values of different ranks".into())
 }
@@ -635,20 +1320,6 @@ pub fn logits(out: Val) -> Result<Tensor<2>, String> {
         [n, k, rest @ ..] if rest.iter().all(|&d| d == 1) => out.reshape(&[*n, *k])?.tensor::<2>(),
         _ => Err(format!("the graph's output has shape {dims:?}, not [batch, classes]")),
     }
-}
-
-/// The broadcast shape of two ONNX shapes (numpy rules).
-fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
-    let n = a.len().max(b.len());
-    let at = |s: &[usize], i: usize| if i + s.len() >= n { s[i + s.len() - n] } else { 1 };
-    (0..n)
-        .map(|i| match (at(a, i), at(b, i)) {
-            (x, y) if x == y => Ok(x),
-            (1, y) => Ok(y),
-            (x, 1) => Ok(x),
-            _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
-        })
-        .collect()
 }
 
 /// Most values per image that one operation may make: 64M (256 MiB of f32), far above any

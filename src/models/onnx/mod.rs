@@ -1,5 +1,6 @@
-//! Image classifiers exported to ONNX, loaded at run time: the file is parsed with `onnx-ir`
-//! into a typed graph, compiled into a list of operations ([`graph`]) and run with burn tensor
+//! Image classifiers exported to ONNX, loaded at run time: the file is decoded ([`proto`], nodes
+//! named as the file names them), compiled into a list of operations ([`graph`], with the
+//! parts that do not depend on the images computed once, [`host`]) and run with burn tensor
 //! operations ([`eval`]) on the model's device, so attacks get input gradients from burn's
 //! autodiff as for the built-in networks. Weights are prepared once, when the file is read (batch
 //! norms folded into the convolutions before them, constants transposed and shaped for their
@@ -10,7 +11,9 @@
 
 pub mod eval;
 pub mod graph;
+pub mod host;
 pub mod precheck;
+pub mod proto;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +22,8 @@ use burn::module::Param;
 use burn::prelude::*;
 
 use super::{InputSpec, ModelError};
-use graph::{CompileError, Compiler, Program};
+pub use graph::OnnxError;
+use graph::{Compiler, Program};
 
 /// Most values (C x H x W) of one input image of a graph: 4M, e.g. 3 x 1182 x 1182. The graph
 /// is run once on such images when it is loaded, so a file of a few bytes that declares a huge
@@ -132,30 +136,10 @@ pub fn load(
             action: "cannot read",
             source: e,
         })?;
-    precheck::check(path, &bytes).map_err(|e| format_err(path, e))?;
     let sha256 = crate::fsutil::sha256_hex(&bytes);
+    let graph = proto::read(path, &bytes).map_err(|e| format_err(path, e))?;
     drop(bytes);
-    let parsed = std::panic::catch_unwind(|| onnx_ir::OnnxGraphBuilder::new().parse_file(path));
-    let graph = match parsed {
-        Ok(Ok(graph)) => graph,
-        Ok(Err(onnx_ir::Error::Io { error, .. })) => {
-            return Err(ModelError::Io {
-                path: path.to_path_buf(),
-                action: "cannot read",
-                source: error,
-            });
-        }
-        Ok(Err(e)) => {
-            return Err(format_err(
-                path,
-                format!("not a readable ONNX model (truncated or corrupt?): {e}"),
-            ));
-        }
-        Err(_) => return Err(format_err(path, "not a readable ONNX model (truncated or corrupt?)")),
-    };
-    let (program, weights) = Compiler::compile(&graph).map_err(|e| match e {
-        CompileError::Unsupported(_) | CompileError::Invalid(_) => format_err(path, e.to_string()),
-    })?;
+    let (program, weights) = Compiler::compile(&graph).map_err(|e| format_err(path, e.to_string()))?;
     drop(graph);
     let [_, c, h, w] = program.input_shape[..] else {
         return Err(format_err(path, "the graph's input is not 4-D"));
