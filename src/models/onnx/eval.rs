@@ -669,6 +669,7 @@ fn host_op(op: &Op, get: &mut dyn FnMut(Operand) -> Result<HostTensor, String>) 
             t
         }
         Op::Cast { x, float } => get(*x)?.cast(*float),
+        Op::ScatterNd { x, indices, updates } => get(*x)?.scatter_nd(&get(*indices)?, &get(*updates)?)?,
         Op::ConstantOfShape { shape, value } => {
             let dims = dims_of(&ints(*shape, get)?)?;
             let total = dims
@@ -1188,6 +1189,9 @@ fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut
         // Integers computed from tensors (rare): on the host.
         Op::ConstantOfShape { .. } | Op::Range { .. } => {
             return host_op(&step.op, &mut |o| env.host(o, step)).map(Value::Host);
+        }
+        Op::ScatterNd { .. } => {
+            return Err("ScatterND of a tensor computed from the images (anu runs it on constants and shapes)".into());
         }
     }))
 }

@@ -282,6 +282,13 @@ pub enum Op {
         x: Operand,
         repeats: Operand,
     },
+    /// ONNX ScatterND without reduction: `x` with the slices at `indices` replaced by
+    /// `updates` (on host values: the masks graphs build from shapes).
+    ScatterNd {
+        x: Operand,
+        indices: Operand,
+        updates: Operand,
+    },
     /// A cast to float (`float`) or to an integer or boolean type.
     Cast {
         x: Operand,
@@ -344,6 +351,7 @@ impl Op {
             Op::Reshape { x, shape, .. } | Op::Expand { x, shape } => v.extend([*x, *shape]),
             Op::Unsqueeze { x, axes } => v.extend([*x, *axes]),
             Op::Tile { x, repeats } => v.extend([*x, *repeats]),
+            Op::ScatterNd { x, indices, updates } => v.extend([*x, *indices, *updates]),
             Op::Concat { inputs, .. } => v.extend(inputs),
             Op::Pad {
                 x, pads, value, axes, ..
@@ -416,6 +424,7 @@ impl Op {
                 | Op::Unsqueeze { .. }
                 | Op::Expand { .. }
                 | Op::Tile { .. }
+                | Op::ScatterNd { .. }
                 | Op::Cast { .. }
                 | Op::ConstantOfShape { .. }
                 | Op::Range { .. }
@@ -532,6 +541,7 @@ Sigmoid, Tanh, Neg, HardSigmoid, HardSwish, LeakyRelu, Erf, Gelu, Sqrt, Exp, Log
 Softplus, Not, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, ReduceSum, ReduceMax, ReduceMin, \
 ReduceProd, Add, Sub, Mul, Div, Mod, Equal, Less, Greater, LessOrEqual, GreaterOrEqual, Where, Flatten, \
 Reshape, Transpose, Concat, Pad, Shape, Size, Gather, Slice, Split, Squeeze, Unsqueeze, Expand, Tile, \
+ScatterND (on constants and shapes), \
 ConstantOfShape, Range, Constant, Identity, Cast, Dropout, Softmax, LogSoftmax";
 
 /// What a value name stands for while compiling.
@@ -1218,6 +1228,11 @@ impl Compiler {
             "Expand" => Op::Expand {
                 x: self.data(node, 0, mode)?,
                 shape: self.ints(node, 1)?,
+            },
+            "ScatterND" if node.string("reduction").unwrap_or("none") == "none" => Op::ScatterNd {
+                x: self.data(node, 0, mode)?,
+                indices: self.ints(node, 1)?,
+                updates: self.data(node, 2, mode)?,
             },
             "Tile" => Op::Tile {
                 x: self.data(node, 0, mode)?,

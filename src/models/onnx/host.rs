@@ -405,6 +405,65 @@ impl HostTensor {
         Ok(HostTensor { dims: out, data })
     }
 
+    /// ONNX ScatterND without reduction: the slices of `self` that `indices` (`[..., k]`)
+    /// address replaced by `updates` (`indices.dims[..-1] + self.dims[k..]`).
+    pub fn scatter_nd(&self, indices: &HostTensor, updates: &HostTensor) -> Result<HostTensor, String> {
+        let k = *indices.dims.last().ok_or("ScatterND with scalar indices")?;
+        if k == 0 || k > self.dims.len() {
+            return Err(format!(
+                "ScatterND with indices of depth {k} into a value of rank {}",
+                self.dims.len()
+            ));
+        }
+        let slice: usize = self.dims[k..].iter().product();
+        let count = indices.len() / k;
+        let mut expected = indices.dims[..indices.dims.len() - 1].to_vec();
+        expected.extend(&self.dims[k..]);
+        if updates.dims != expected {
+            return Err(format!(
+                "ScatterND updates of shape {:?}, expected {expected:?}",
+                updates.dims
+            ));
+        }
+        let strides = strides(&self.dims);
+        let idx = indices.to_i64();
+        let mut offsets = Vec::with_capacity(count);
+        for c in 0..count {
+            let mut off = 0;
+            for j in 0..k {
+                let d = self.dims[j] as i64;
+                let i = idx[c * k + j];
+                let i = if i < 0 { i + d } else { i };
+                if !(0..d).contains(&i) {
+                    return Err(format!("ScatterND index {} on an axis of {d}", idx[c * k + j]));
+                }
+                off += i as usize * strides[j];
+            }
+            offsets.push(off);
+        }
+        let float = matches!(self.data, HostData::F32(_)) || matches!(updates.data, HostData::F32(_));
+        let (base, upd) = (self.cast(float), updates.cast(float));
+        let data = match (base.data, upd.data) {
+            (HostData::F32(mut v), HostData::F32(u)) => {
+                for (c, &off) in offsets.iter().enumerate() {
+                    v[off..off + slice].copy_from_slice(&u[c * slice..(c + 1) * slice]);
+                }
+                HostData::F32(v)
+            }
+            (HostData::I64(mut v), HostData::I64(u)) => {
+                for (c, &off) in offsets.iter().enumerate() {
+                    v[off..off + slice].copy_from_slice(&u[c * slice..(c + 1) * slice]);
+                }
+                HostData::I64(v)
+            }
+            _ => unreachable!("cast to one type"),
+        };
+        Ok(HostTensor {
+            dims: self.dims.clone(),
+            data,
+        })
+    }
+
     /// An element-wise function of the values as floats.
     pub fn map_f32(&self, f: impl Fn(f32) -> f32) -> HostTensor {
         HostTensor::floats(self.dims.clone(), self.to_f32().into_iter().map(f).collect())
@@ -500,6 +559,11 @@ mod tests {
         let c = HostTensor::concat(&[x.clone(), t(&[2, 1], &[9, 8])], 1).unwrap();
         assert_eq!(c, t(&[2, 4], &[0, 1, 2, 9, 3, 4, 5, 8]));
         assert!(HostTensor::concat(&[x.clone(), t(&[1, 1], &[9])], 1).is_err());
+        let s = x.scatter_nd(&t(&[2, 2], &[1, 0, 0, -1]), &t(&[2], &[7, 8])).unwrap();
+        assert_eq!(s, t(&[2, 3], &[0, 1, 8, 7, 4, 5]));
+        let rows = x.scatter_nd(&t(&[1, 1], &[0]), &t(&[1, 3], &[9, 9, 9])).unwrap();
+        assert_eq!(rows, t(&[2, 3], &[9, 9, 9, 3, 4, 5]));
+        assert!(x.scatter_nd(&t(&[1, 1], &[2]), &t(&[1, 3], &[9, 9, 9])).is_err());
     }
 
     #[test]
