@@ -23,7 +23,7 @@ pub fn accuracy(model: &Classifier, data: &Dataset, device: &Device, batch_size:
     while start < data.len() {
         let end = (start + batch_size).min(data.len());
         let (images, labels) = data.batch(start, end, &device.clone().inner());
-        let logits = model.forward(images);
+        let logits = model.forward(images)?;
         let non_finite = logits
             .clone()
             .is_finite()
@@ -47,14 +47,14 @@ pub fn accuracy(model: &Classifier, data: &Dataset, device: &Device, batch_size:
 }
 
 /// Predicted class of every image.
-pub fn predictions(model: &Classifier, images: Tensor<4>) -> Vec<i64> {
+pub fn predictions(model: &Classifier, images: Tensor<4>) -> Result<Vec<i64>> {
     let model = model.valid().to_device(&images.device().inner());
     let b = images.dims()[0];
-    model
-        .forward(images.inner())
+    Ok(model
+        .forward(images.inner())?
         .argmax(1)
         .reshape([b])
         .into_data()
         .iter::<i64>()
-        .collect()
+        .collect())
 }

@@ -1,13 +1,16 @@
 //! The `anu` command-line tool.
 
+#![deny(unsafe_code)]
+
 mod cli;
 
+#[allow(unsafe_code)] // the one call before any thread starts, below
 fn main() {
     // SAFETY: first thing in `main`, before any thread is started.
     unsafe { anu::device::default_burn_device_to_cpu() };
     // Attack iterations allocate and free buffers of a few megabytes each; keep them for reuse
     // instead of returning them to the system (see the function's documentation).
-    anu::kernels::retain_freed_memory();
+    anu::allocator::retain_freed_memory();
     if let Err(e) = cli::main() {
         eprintln!("error: {}", message(&e));
         std::process::exit(1);

@@ -223,7 +223,7 @@ pub fn evaluate(
                 &device.clone().inner(),
             )
             .reshape([data.len(), c, h, w]);
-            let adversarial_predictions = predictions(model, images);
+            let adversarial_predictions = predictions(model, images)?;
             let mut model = ModelRobustness::of_distances(
                 name.clone(),
                 loaded.path.display().to_string(),

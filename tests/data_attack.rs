@@ -39,7 +39,7 @@ fn check_adversarials(model: &Classifier, set: &AttackSet, adv: &[f32], norms: &
     let [c, h, w] = set.data.image_shape;
     let images =
         Tensor::<1>::from_data(TensorData::new(adv.to_vec(), [adv.len()]), &device).reshape([set.len(), c, h, w]);
-    let predicted = predictions(model, images);
+    let predicted = predictions(model, images).unwrap();
     assert!(adv.iter().all(|p| (0.0..=1.0).contains(p)), "adversarial outside [0,1]");
     let len = set.data.image_len();
     for i in 0..set.len() {
@@ -145,8 +145,8 @@ fn anu_with_zero_alpha_gamma_is_exactly_ddn() {
         }),
     );
     let (mut ta, mut tb) = (TraceRecorder::default(), TraceRecorder::default());
-    let a = run(&model, images.clone(), &goal, &ddn, 64, &mut ta);
-    let b = run(&model, images.clone(), &goal, &anu0, 64, &mut tb);
+    let a = run(&model, images.clone(), &goal, &ddn, 64, &mut ta).unwrap();
+    let b = run(&model, images.clone(), &goal, &anu0, 64, &mut tb).unwrap();
     assert_eq!(a.norms, b.norms);
     assert_eq!(a.success, b.success);
     assert_eq!(ta.trace.eps, tb.trace.eps);
@@ -164,7 +164,7 @@ fn anu_with_zero_alpha_gamma_is_exactly_ddn() {
         }),
     );
     let mut tc = TraceRecorder::default();
-    run(&model, images, &goal, &anu, 64, &mut tc);
+    run(&model, images, &goal, &anu, 64, &mut tc).unwrap();
     assert_ne!(ta.trace.eps, tc.trace.eps);
 }
 
@@ -173,7 +173,7 @@ fn already_reached_goal_has_norm_zero_and_trace_is_monotone() {
     let model = model();
     let data = common::mnist_test(6);
     let device = Device::flex();
-    let predicted = predictions(&model, data.batch(0, 6, &device).0);
+    let predicted = predictions(&model, data.batch(0, 6, &device).0).unwrap();
     // Targeting the class the model already predicts: x itself is the answer.
     let targets: Vec<Label> = predicted.iter().map(|&p| p as Label).collect();
     let prepared = AttackedModel::new(&model, &device);
@@ -186,7 +186,8 @@ fn already_reached_goal_has_norm_zero_and_trace_is_monotone() {
         &spec,
         64,
         &mut NoObserver,
-    );
+    )
+    .unwrap();
     assert!(r.success.iter().all(|&s| s));
     assert!(r.norms.iter().all(|&n| n == 0.0), "{:?}", r.norms);
 
@@ -198,7 +199,8 @@ fn already_reached_goal_has_norm_zero_and_trace_is_monotone() {
         &spec,
         64,
         &mut recorder,
-    );
+    )
+    .unwrap();
     let trace = recorder.trace;
     assert_eq!(trace.best_norm.len(), 10);
     for i in 0..6 {
@@ -229,13 +231,13 @@ fn input_gradient_matches_finite_differences() {
     let ad = device.clone().autodiff();
     let (images, labels) = data.batch(0, 3, &ad);
     let loss_of = |x: Tensor<4>| -> f64 {
-        let logits = model.forward(x);
+        let logits = model.forward(x).unwrap();
         anu::loss::cross_entropy(logits, labels.clone())
             .inner()
             .into_scalar::<f32>() as f64
     };
     let leaf = images.clone().require_grad();
-    let loss = anu::loss::cross_entropy(model.forward(leaf.clone()), labels.clone());
+    let loss = anu::loss::cross_entropy(model.forward(leaf.clone()).unwrap(), labels.clone());
     let grad = leaf.grad(&loss.backward()).unwrap().inner();
     // Directional derivatives along a few random directions, by central differences.
     for seed in 0..3 {
@@ -273,7 +275,7 @@ fn anu_gamma_follows_alg2_and_respects_its_floor() {
             gamma_min: floor,
         });
         let mut recorder = TraceRecorder::default();
-        run(&model, images.clone(), &goal, &spec(40, rule), 64, &mut recorder);
+        run(&model, images.clone(), &goal, &spec(40, rule), 64, &mut recorder).unwrap();
         let trace = recorder.trace;
         // Step 2: A_{-1} = 0 and x'_0 = x is correctly classified, so gamma_1 = 1.15 gamma_0.
         assert!(

@@ -1,6 +1,6 @@
 //! EfficientNet-Lite0 from its pretrained PyTorch checkpoint (in the data folder): logits equal
 //! PyTorch's on the reference inputs of `tests/fixtures/efficientnet-lite0-logits.json`
-//! (made by `scripts/efficientnet_lite0_reference.py`), the ImageNet sample loads, and a
+//! (made by `scripts/baselines/efficientnet_lite0_reference.py`), the ImageNet sample loads, and a
 //! checkpoint of another architecture is refused with the tensors named.
 
 mod common;
@@ -35,6 +35,7 @@ fn logits_match_pytorch_on_the_reference_images() {
         .model
         .valid()
         .forward(images.clone())
+        .unwrap()
         .into_data()
         .iter::<f32>()
         .collect();
@@ -52,6 +53,7 @@ fn logits_match_pytorch_on_the_reference_images() {
     let via_attack: Vec<f32> = attacked
         .classifier()
         .forward(Tensor::from_inner(images).to_device(&ad))
+        .unwrap()
         .inner()
         .into_data()
         .iter::<f32>()

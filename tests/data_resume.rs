@@ -50,8 +50,8 @@ fn resumed_training_equals_an_unbroken_run() {
     let a = weights::load(&straight, &device).unwrap().model;
     let b = weights::load(&broken, &device).unwrap().model;
     let (images, _) = data.batch(0, 16, &device);
-    let la: Vec<f32> = a.forward(images.clone()).into_data().iter::<f32>().collect();
-    let lb: Vec<f32> = b.forward(images).into_data().iter::<f32>().collect();
+    let la: Vec<f32> = a.forward(images.clone()).unwrap().into_data().iter::<f32>().collect();
+    let lb: Vec<f32> = b.forward(images).unwrap().into_data().iter::<f32>().collect();
     assert_eq!(la, lb);
 
     // Resuming with other settings is refused with a reason.

@@ -112,7 +112,8 @@ fn a_zero_gradient_steps_along_a_fallback_direction() {
         &spec,
         0,
         &mut trace,
-    );
+    )
+    .unwrap();
     assert_eq!(r.success, vec![false, false]);
     assert!(r.norms.iter().all(|n| n.is_infinite()));
     // The iterates still move: each later iterate lies on a sphere of positive radius.
@@ -150,7 +151,7 @@ fn success_is_reported_only_for_a_stored_finite_adversarial() {
             Goal::Untargeted(labels_tensor(&[0, 1, 2, 0, 1, 2], &ad)),
             Goal::Targeted(labels_tensor(&[1, 2, 0, 2, 0, 1], &ad)),
         ] {
-            let r = run(&model, images.clone(), &goal, &spec, 0, &mut NoObserver);
+            let r = run(&model, images.clone(), &goal, &spec, 0, &mut NoObserver).unwrap();
             let adv: Vec<f32> = r.adversarials.into_data().iter::<f32>().collect();
             for i in 0..6 {
                 if r.success[i] {

@@ -40,7 +40,7 @@ fn logits_and_gradient(
     let model = model.valid().to_device(&ad);
     let x = Tensor::<4>::from_data(TensorData::new(images.to_vec(), shape), &ad).require_grad();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [labels.len()]), &ad);
-    let logits = model.forward(x.clone());
+    let logits = model.forward(x.clone()).unwrap();
     let loss = cross_entropy(logits.clone(), y).mul_scalar(labels.len() as f32);
     let grad = x.grad(&loss.backward()).expect("the input is tracked");
     let to_vec = |d: TensorData| d.iter::<f32>().collect::<Vec<_>>();
@@ -105,8 +105,8 @@ fn a_short_anu_attack_finds_the_same_adversarials() {
         let exec = Execution::for_device(backend, set.len()).unwrap();
         attack_all(&model, &set, &spec, &exec, device, true, &mut NoObserver).unwrap()
     };
-    let cpu = run(&Device::flex(), anu::device::Backend::Flex);
-    let on_gpu = run(&gpu, anu::device::Backend::Wgpu);
+    let cpu = run(&Device::flex(), anu::device::Backend::Flex).unwrap();
+    let on_gpu = run(&gpu, anu::device::Backend::Wgpu).unwrap();
     assert!(cpu.success.iter().any(|&s| s), "the attack should break some images");
     assert_eq!(on_gpu.success, cpu.success);
     for (g, c) in on_gpu.norms.iter().zip(&cpu.norms) {

@@ -15,7 +15,7 @@ fn forward_and_backward_give_finite_logits_and_input_gradients() {
     let data = common::synthetic(DatasetName::Mnist, 4, &probe, 1);
     let (images, labels) = data.batch(0, 4, &device);
     let images = images.require_grad();
-    let logits = model.forward(images.clone());
+    let logits = model.forward(images.clone()).unwrap();
     assert_eq!(logits.dims(), [4, 10]);
     let loss = anu::loss::cross_entropy(logits, labels);
     // Zero-initialised last layer: uniform prediction, loss ln 10.
@@ -31,7 +31,7 @@ fn forward_and_backward_give_finite_logits_and_input_gradients() {
 fn cifar_cnn_takes_colour_images() {
     let device = Device::flex();
     let model = Classifier::new(Architecture::CifarCnn, &device);
-    let logits = model.forward(Tensor::zeros([2, 3, 32, 32], &device));
+    let logits = model.forward(Tensor::zeros([2, 3, 32, 32], &device)).unwrap();
     assert_eq!(logits.dims(), [2, 10]);
 }
 
@@ -51,10 +51,18 @@ fn saved_weights_load_back_to_identical_logits() {
     let a: Vec<f32> = model
         .valid()
         .forward(images.clone())
+        .unwrap()
         .into_data()
         .iter::<f32>()
         .collect();
-    let b: Vec<f32> = loaded.model.valid().forward(images).into_data().iter::<f32>().collect();
+    let b: Vec<f32> = loaded
+        .model
+        .valid()
+        .forward(images)
+        .unwrap()
+        .into_data()
+        .iter::<f32>()
+        .collect();
     assert_eq!(a, b);
     assert!(a.iter().any(|&v| v != a[0]));
 }
@@ -142,7 +150,7 @@ fn small_cnn_counts_its_multiply_adds_layer_by_layer() {
 fn wide_resnets_take_cifar_images_and_count_their_work() {
     let device = Device::flex();
     let model = Classifier::new(Architecture::Wrn16x2, &device);
-    let logits = model.forward(Tensor::ones([2, 3, 32, 32], &device));
+    let logits = model.forward(Tensor::ones([2, 3, 32, 32], &device)).unwrap();
     assert_eq!(logits.dims(), [2, 10]);
     // WRN-28-10 is about 5.2 GMAC per image, WRN-16-2 about 0.1 GMAC.
     let big = Architecture::Wrn28x10.forward_macs() as f64 / 1e9;

@@ -1,4 +1,4 @@
-//! ONNX models: the fixtures of `scripts/export_onnx.py` (PyTorch's logits and input
+//! ONNX models: the fixtures of `scripts/fixtures/export_onnx.py` (PyTorch's logits and input
 //! gradients for three fixed inputs) against ours, attacks on the exported MNIST CNN against
 //! the built-in one, and the errors for files that cannot be run. Needs no data folder, except
 //! for the ignored test of EfficientNet-Lite0 exported to ONNX against the built-in one.
@@ -19,7 +19,7 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A reference record written by `scripts/export_onnx.py`.
+/// A reference record written by `scripts/fixtures/export_onnx.py`.
 struct Reference {
     shape: [usize; 3],
     inputs: Vec<f32>,
@@ -88,7 +88,7 @@ fn logits_and_grads(model: &Classifier, r: &Reference) -> (Vec<f32>, Vec<f32>) {
     let [c, h, w] = r.shape;
     let n = r.labels.len();
     let x = Tensor::<4>::from_data(TensorData::new(r.inputs.clone(), [n, c, h, w]), &ad).require_grad();
-    let logits = prepared.classifier().forward(x.clone());
+    let logits = prepared.classifier().forward(x.clone()).unwrap();
     let labels = Tensor::<2, Int>::from_data(TensorData::new(r.labels.clone(), [n, 1]), &ad);
     let loss = log_softmax(logits.clone(), 1).gather(1, labels).neg().sum();
     let grads = loss.backward();
@@ -151,10 +151,13 @@ fn a_final_softmax_is_left_out() {
 
 #[test]
 fn cifar_cnn_matches_pytorch_when_exported() {
-    // The exported CIFAR-10 CNN (4.6 MB) is not committed: `scripts/export_onnx.py` writes it.
+    // The exported CIFAR-10 CNN (4.6 MB) is not committed: `scripts/fixtures/export_onnx.py` writes it.
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/onnx/cifar-cnn.onnx");
     if !path.exists() {
-        eprintln!("{} not there (run scripts/export_onnx.py): skipped", path.display());
+        eprintln!(
+            "{} not there (run scripts/fixtures/export_onnx.py): skipped",
+            path.display()
+        );
         return;
     }
     let r = reference("cifar-cnn.json");
@@ -198,9 +201,9 @@ fn the_exported_mnist_cnn_is_attacked_as_the_built_in_one() {
 }
 
 #[test]
-#[ignore = "needs EfficientNet-Lite0 exported by scripts/export_onnx.py --efficientnet-weights, and the data folder"]
+#[ignore = "needs EfficientNet-Lite0 exported by scripts/fixtures/export_onnx.py --efficientnet-weights, and the data folder"]
 fn efficientnet_lite0_exported_to_onnx_matches_the_built_in_one() {
-    // $ANU_EFFICIENTNET_ONNX, else where scripts/export_onnx.py writes it by default.
+    // $ANU_EFFICIENTNET_ONNX, else where scripts/fixtures/export_onnx.py writes it by default.
     let onnx = std::env::var_os("ANU_EFFICIENTNET_ONNX")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/onnx/efficientnet-lite0.onnx"));

@@ -2,7 +2,8 @@
 //! 100 000, external data far larger than any weight file, a graph of more nodes than the
 //! parser handles in reasonable time. Each is refused with an error that names the file and
 //! says why, before the memory or the time is spent (a test process that tried would abort or
-//! run for minutes).
+//! run for minutes). A graph whose shapes hold a fixed batch size loads (it runs on the two
+//! images of the load-time check) and then fails with an error, not a panic, on other batches.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -146,4 +147,43 @@ fn a_graph_of_too_many_nodes_is_refused_at_once() {
         "{err}"
     );
     assert!(seconds < 10.0, "{seconds} s");
+}
+
+#[test]
+fn a_graph_exported_for_a_fixed_batch_fails_with_an_error_on_other_batches() {
+    use anu::attack::{AttackSpec, AttackedModel, Ddn, Goal, NoObserver, NormUpdate};
+    let dir = tempfile::tempdir().unwrap();
+    // Reshape to [2, 16]: right for the two images of the load-time check, and for no other
+    // batch size.
+    let shape = int64s("shape", &[2, 16]);
+    let g = graph(
+        &[1, 1, 4, 4],
+        vec![node("Reshape", &["x", "shape"], "y")],
+        "y",
+        vec![shape],
+    );
+    let path = write(dir.path(), "fixed-batch.onnx", g);
+    let loaded = weights::load_as(&path, None, &Device::flex()).unwrap();
+    let two = loaded.model.forward(Tensor::zeros([2, 1, 4, 4], &Device::flex()));
+    assert_eq!(two.unwrap().dims(), [2, 16]);
+    let err = loaded
+        .model
+        .forward(Tensor::zeros([3, 1, 4, 4], &Device::flex()))
+        .expect_err("a batch of 3 was classified")
+        .to_string();
+    assert!(err.contains("batch of 3") && err.contains("Reshape"), "{err}");
+
+    // The attack loop hands the same error back instead of stopping the process.
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    let attacked = AttackedModel::new(&loaded.model, &device);
+    let spec = AttackSpec::new(3, NormUpdate::Ddn(Ddn { gamma: 0.05 })).unwrap();
+    let images = Tensor::<4>::full([3, 1, 4, 4], 0.5, &ad);
+    let labels = anu::data::labels_tensor(&[0, 1, 2], &ad);
+    let result = anu::attack::run(&attacked, images, &Goal::Untargeted(labels), &spec, 0, &mut NoObserver);
+    let err = match result {
+        Ok(_) => panic!("the attack ran on a graph that cannot take 3 images"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("batch of 3"), "{err}");
 }

@@ -57,7 +57,7 @@ fn run(
     let ad = device.clone().autodiff();
     let [c, h, w] = shape;
     let x = Tensor::<4>::from_data(TensorData::new(inputs.to_vec(), [n, c, h, w]), &ad).require_grad();
-    let logits = prepared.classifier().forward(x.clone());
+    let logits = prepared.classifier().forward(x.clone()).unwrap();
     let k = logits.dims()[1];
     let wt = Tensor::<2>::from_data(TensorData::new(weights[..n * k].to_vec(), [n, k]), &ad);
     let grads = (logits.clone() * wt).sum().backward();

@@ -76,7 +76,7 @@ fn check(json_path: &PathBuf) -> (String, bool) {
     let prepared = AttackedModel::new(&loaded.model, &device);
     let ad = device.clone().autodiff();
     let x = Tensor::<4>::from_data(TensorData::new(inputs.clone(), [n, c, h, w]), &ad).require_grad();
-    let logits = prepared.classifier().forward(x.clone());
+    let logits = prepared.classifier().forward(x.clone()).unwrap();
     let target = Tensor::<2, Int>::from_data(TensorData::new(labels.clone(), [n, 1]), &ad);
     let grads = log_softmax(logits.clone(), 1).gather(1, target).neg().sum().backward();
     let g: Vec<f32> = x.grad(&grads).unwrap().into_data().iter::<f32>().collect();

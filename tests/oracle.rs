@@ -105,7 +105,8 @@ fn attacks_land_near_the_exact_minimal_norm_of_an_affine_classifier() {
                 &spec,
                 0,
                 &mut trace,
-            );
+            )
+            .unwrap();
             let fmn = matches!(rule, NormUpdate::Fmn(Fmn { .. }));
             for (i, &d) in exact.iter().enumerate() {
                 if fmn && !r.success[i] {

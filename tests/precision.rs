@@ -26,6 +26,7 @@ fn predictions(model: &Classifier, images: Tensor<4>) -> Vec<i64> {
     let b = images.dims()[0];
     model
         .forward(images)
+        .unwrap()
         .argmax(1)
         .reshape([b])
         .into_data()
@@ -66,6 +67,7 @@ fn a_decision_that_only_tf32_takes_is_not_reported_as_a_success() {
             0,
             &mut NoObserver,
         )
+        .unwrap()
     };
 
     let exact = attack(Precision::F32);

@@ -1,5 +1,5 @@
 //! PyTorch checkpoints (no data folder): tiny state dicts in both pickle formats
-//! (`tests/fixtures/tiny-*.pth`, made by `scripts/make_pytorch_fixtures.py`) load into a burn
+//! (`tests/fixtures/tiny-*.pth`, made by `scripts/fixtures/make_pytorch_fixtures.py`) load into a burn
 //! module with the same names less their underscores; one that does not fit is refused with
 //! every missing, unexpected and wrong-shaped tensor named.
 

@@ -222,7 +222,7 @@ pub fn attack_remaining(
         };
         let _ = device.sync();
         let t0 = Instant::now();
-        let result = run(&prepared, images, &goal, spec, execution.pass_chunk(), observer);
+        let result = run(&prepared, images, &goal, spec, execution.pass_chunk(), observer)?;
         let _ = device.sync();
         if result.non_finite > 0 {
             return Err(Error::NonFinite {

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use super::precision::{Precision, Recheck, confirm_in_f32};
 use super::rules::{EpsInputs, Objective, cosine_annealed};
 use super::{AttackSpec, Observer, StepView};
-use crate::models::Classifier;
+use crate::models::{Classifier, ModelError};
 
 /// What the attack aims for.
 #[derive(Clone, Debug)]
@@ -124,7 +124,7 @@ pub fn run(
     spec: &AttackSpec,
     pass_chunk: usize,
     observer: &mut impl Observer,
-) -> AttackResult {
+) -> Result<AttackResult, ModelError> {
     let device = images.device().inner();
     let x = images.inner().to_device(&device);
     let [b, _, _, _] = x.dims();
@@ -154,7 +154,7 @@ pub fn run(
 
         // Logits of x'_{k-1} with the input gradient of the loss (step 5).
         let (logits, grad, objective) =
-            logits_and_input_gradient(model, &x_adv, &label_index, targeted, rule.objective(), pass_chunk);
+            logits_and_input_gradient(model, &x_adv, &label_index, targeted, rule.objective(), pass_chunk)?;
 
         let predicted = logits.clone().argmax(1).reshape([b]);
         let adversarial = if targeted {
@@ -238,17 +238,17 @@ pub fn run(
         .collect();
     // A success found in reduced precision counts only once the f32 model agrees.
     let (adversarials, recheck) = match &model.exact {
-        Some(exact) => confirm_in_f32(exact, &x, &labels, targeted, best_adv, &mut norms, &mut success),
+        Some(exact) => confirm_in_f32(exact, &x, &labels, targeted, best_adv, &mut norms, &mut success)?,
         None => (best_adv, Recheck::default()),
     };
-    AttackResult {
+    Ok(AttackResult {
         adversarials,
         norms,
         success,
         observer_seconds,
         recheck,
         non_finite,
-    }
+    })
 }
 
 /// Logits of `x_adv`, the attack objective per sample (the quantity to increase) and its
@@ -266,7 +266,7 @@ pub(crate) fn logits_and_input_gradient(
     targeted: bool,
     objective: Objective,
     chunk: usize,
-) -> (Tensor<2>, Tensor<4>, Tensor<1>) {
+) -> Result<(Tensor<2>, Tensor<4>, Tensor<1>), ModelError> {
     let b = x_adv.dims()[0];
     let chunk = if chunk == 0 { b } else { chunk.min(b) };
     let mut all_logits = Vec::with_capacity(b.div_ceil(chunk));
@@ -287,7 +287,7 @@ pub(crate) fn logits_and_input_gradient(
         let n = end - start;
         let part = model.precision.round_tensor(part);
         let leaf = Tensor::from_inner(part).to_device(&model.grad_device).require_grad();
-        let logits = model.model.forward(leaf.clone());
+        let logits = model.model.forward(leaf.clone())?;
         let labels = Tensor::from_inner(labels).to_device(&model.grad_device);
         let values = match objective {
             Objective::CrossEntropy => {
@@ -307,7 +307,7 @@ pub(crate) fn logits_and_input_gradient(
         all_logits.push(logits.inner().to_device(&device));
         start = end;
     }
-    if all_grads.len() == 1 {
+    Ok(if all_grads.len() == 1 {
         (
             all_logits.pop().expect("one chunk"),
             all_grads.pop().expect("one chunk"),
@@ -319,7 +319,7 @@ pub(crate) fn logits_and_input_gradient(
             Tensor::cat(all_grads, 0),
             Tensor::cat(all_values, 0),
         )
-    }
+    })
 }
 
 /// Per-sample logit margin `[B, 1]` to increase: the best logit other than the label's minus

@@ -3,41 +3,55 @@
 
 use std::fmt;
 
-/// The attacks `anu` implements.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttackKind {
+/// Declares [`AttackKind`] from one row per attack: its variant, its name on the command line
+/// and in files, and its label in tables. A new attack is one row here (and its rule in
+/// `rules/`).
+macro_rules! attack_kinds {
+    ($($(#[doc = $doc:literal])* $variant:ident: $name:literal, $label:literal;)+) => {
+        /// The attacks `anu` implements.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+        pub enum AttackKind {
+            $(
+                $(#[doc = $doc])*
+                #[serde(rename = $name)]
+                #[value(name = $name)]
+                $variant,
+            )+
+        }
+
+        impl AttackKind {
+            /// Every attack, in table order (the baseline first).
+            pub const ALL: [AttackKind; [$($name),+].len()] = [$(AttackKind::$variant),+];
+
+            /// Lower-case name, as on the command line and in file names.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(AttackKind::$variant => $name,)+
+                }
+            }
+
+            /// Upper-case name, as in tables and legends.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(AttackKind::$variant => $label,)+
+                }
+            }
+        }
+    };
+}
+
+attack_kinds! {
     /// Decoupled Direction and Norm (Rony et al. 2019; the paper's Alg. 1).
-    Ddn,
+    Ddn: "ddn", "DDN";
     /// Self-adaptive Norm Update (the paper's Alg. 2).
-    Anu,
+    Anu: "anu", "ANU";
     /// Fast Minimum-Norm attack, L2 (Pintor et al. 2021).
-    Fmn,
+    Fmn: "fmn", "FMN";
 }
 
 impl AttackKind {
-    /// Every attack, in table order (the baseline first).
-    pub const ALL: [AttackKind; 3] = [AttackKind::Ddn, AttackKind::Anu, AttackKind::Fmn];
     /// The attacks the paper compares.
     pub const PAPER: [AttackKind; 2] = [AttackKind::Ddn, AttackKind::Anu];
-
-    /// Lower-case name, as on the command line and in file names.
-    pub fn name(self) -> &'static str {
-        match self {
-            AttackKind::Ddn => "ddn",
-            AttackKind::Anu => "anu",
-            AttackKind::Fmn => "fmn",
-        }
-    }
-
-    /// Upper-case name, as in tables and legends.
-    pub fn label(self) -> &'static str {
-        match self {
-            AttackKind::Ddn => "DDN",
-            AttackKind::Anu => "ANU",
-            AttackKind::Fmn => "FMN",
-        }
-    }
 }
 
 impl fmt::Display for AttackKind {

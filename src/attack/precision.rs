@@ -21,7 +21,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::models::Classifier;
+use crate::models::{Classifier, ModelError};
 
 /// Arithmetic of the attack's forward and backward passes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,13 +157,13 @@ pub fn confirm_in_f32(
     adversarials: Tensor<4>,
     norms: &mut [f32],
     success: &mut [bool],
-) -> (Tensor<4>, Recheck) {
+) -> std::result::Result<(Tensor<4>, Recheck), ModelError> {
     let checked = success.iter().filter(|&&s| s).count();
     if checked == 0 {
-        return (adversarials, Recheck::default());
+        return Ok((adversarials, Recheck::default()));
     }
     let dims = adversarials.dims();
-    let predicted = exact.forward(adversarials.clone()).argmax(1).reshape([dims[0]]);
+    let predicted = exact.forward(adversarials.clone())?.argmax(1).reshape([dims[0]]);
     let labels = labels.clone();
     let reached = if targeted {
         predicted.equal(labels)
@@ -190,7 +190,7 @@ pub fn confirm_in_f32(
             .expand(dims);
         adversarials.mask_where(mask, images.clone())
     };
-    (adversarials, Recheck { checked, failed })
+    Ok((adversarials, Recheck { checked, failed }))
 }
 
 #[cfg(test)]

@@ -83,15 +83,15 @@ pub fn cpu_peak_gflops() -> (f64, String) {
 /// clock starts and before it stops: reading a result back does not prove that a GPU backend
 /// has finished the work (on an H100 through wgpu, timings without this came out faster than
 /// the kernels' own durations allow).
-fn time_it(device: &Device, reps: usize, mut f: impl FnMut()) -> f64 {
-    f(); // warm-up
+fn time_it(device: &Device, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?; // warm-up
     let _ = device.sync();
     let t = Instant::now();
     for _ in 0..reps {
-        f();
+        f()?;
     }
     let _ = device.sync();
-    t.elapsed().as_secs_f64() / reps as f64
+    Ok(t.elapsed().as_secs_f64() / reps as f64)
 }
 
 /// What `anu bench` measures.
@@ -158,15 +158,17 @@ pub fn bench(
         };
         // Every timed closure reads its result back, and `time_it` synchronises the device.
         let fwd = time_it(device, reps, || {
-            let _ = plain.forward(x_plain.clone()).into_data();
-        });
+            let _ = plain.forward(x_plain.clone())?.into_data();
+            Ok(())
+        })?;
         row(Measured::Forward, fwd);
         let fb = time_it(device, reps, || {
             let leaf = x.clone().detach().require_grad();
-            let loss = cross_entropy(prepared.classifier().forward(leaf.clone()), y.clone());
+            let loss = cross_entropy(prepared.classifier().forward(leaf.clone())?, y.clone());
             let g = leaf.grad(&loss.backward()).expect("tracked");
             let _ = g.into_data();
-        });
+            Ok(())
+        })?;
         row(Measured::ForwardInputGrad, fb);
         if settings.pass_chunk > 0 && settings.pass_chunk < b {
             let label_index = y.clone().inner().reshape([b, 1]);
@@ -179,9 +181,10 @@ pub fn bench(
                     false,
                     Objective::CrossEntropy,
                     settings.pass_chunk,
-                );
+                )?;
                 let _ = (logits.into_data(), grad.into_data());
-            });
+                Ok(())
+            })?;
             row(Measured::ForwardInputGradChunked, chunked);
         }
         // DDN and ANU runs alternate and each keeps its fastest run, so that a burst of
@@ -196,7 +199,7 @@ pub fn bench(
             for (spec, best) in specs.iter().zip(fastest.iter_mut()) {
                 let _ = device.sync();
                 let t = Instant::now();
-                let _ = run(&prepared, x.clone(), &goal, spec, settings.pass_chunk, &mut NoObserver);
+                let _ = run(&prepared, x.clone(), &goal, spec, settings.pass_chunk, &mut NoObserver)?;
                 let _ = device.sync();
                 *best = best.min(t.elapsed().as_secs_f64());
             }

@@ -1,4 +1,4 @@
-//! PyTorch's figures for the same model passes, as `scripts/torch_baseline.py` writes them
+//! PyTorch's figures for the same model passes, as `scripts/baselines/torch_baseline.py` writes them
 //! (`--json FILE`), to print beside `anu bench`'s rows: anu never runs Python itself.
 
 use std::collections::BTreeMap;
@@ -39,7 +39,7 @@ pub struct BestRate {
 }
 
 impl PytorchFigures {
-    /// Reads the JSON that `scripts/torch_baseline.py --json FILE` writes. A file that is not
+    /// Reads the JSON that `scripts/baselines/torch_baseline.py --json FILE` writes. A file that is not
     /// such a JSON is refused with its path and what is wrong.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -56,8 +56,11 @@ impl PytorchFigures {
             path: path.to_path_buf(),
             reason,
         };
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| bad(format!("not PyTorch figures from scripts/torch_baseline.py: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            bad(format!(
+                "not PyTorch figures from scripts/baselines/torch_baseline.py: {e}"
+            ))
+        })?;
         let object = value
             .as_object()
             .ok_or_else(|| bad("not PyTorch figures: not a JSON object".into()))?;

@@ -32,7 +32,7 @@ pub struct BenchArgs {
     /// Images per forward/backward pass inside an attack batch (default: 64 on CPU, 0 = whole batch).
     #[arg(long)]
     pass_chunk: Option<usize>,
-    /// PyTorch's figures for the same model on this machine, as `scripts/torch_baseline.py
+    /// PyTorch's figures for the same model on this machine, as `scripts/baselines/torch_baseline.py
     /// --json FILE` writes them: printed beside anu's, with the ratios.
     #[arg(long, value_name = "FILE")]
     pytorch: Option<PathBuf>,

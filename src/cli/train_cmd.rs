@@ -6,10 +6,10 @@ use anyhow::Result;
 use clap::Args;
 
 use anu::attack::{AttackKind, Execution, paper_spec};
-use anu::augment::Augmentation;
 use anu::data::Split;
 use anu::models::Architecture;
 use anu::train::adversarial::Adversary;
+use anu::train::augment::Augmentation;
 use anu::train::{LrSchedule, OptimizerKind, RunOptions, TrainConfig, train};
 
 use super::{Common, at_least_one};
@@ -108,7 +108,7 @@ pub fn config(args: &TrainArgs) -> Result<TrainConfig> {
         lr_step: args.lr_step,
         weight_decay: args.weight_decay,
         seed: args.seed,
-        augmentation: args.augment.unwrap_or(info.augmentation),
+        augmentation: args.augment.unwrap_or(Augmentation::standard(dataset)),
         adversary,
         train_subset: args.train_subset,
         init_from: args.init_from.clone(),

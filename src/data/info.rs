@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use super::DatasetName;
-use crate::augment::Augmentation;
 
 /// Facts about one data set.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -28,8 +27,6 @@ pub struct DatasetInfo {
     pub training_max_norm: f32,
     /// Largest eps of the robustness curve (Figure 5).
     pub robustness_max_eps: f64,
-    /// Augmentation of clean training.
-    pub augmentation: Augmentation,
     /// Targets of the paper's targeted attacks (Table 2).
     pub targets: TargetProtocol,
     /// Attacks per batch on a CPU unless `--batch-size` says otherwise (large images need
@@ -81,7 +78,6 @@ const MNIST: DatasetInfo = DatasetInfo {
     table2_budgets: &[50, 85, 100, 300, 500, 1000],
     training_max_norm: 2.4,
     robustness_max_eps: 3.0,
-    augmentation: Augmentation::None,
     targets: TargetProtocol::AllOthers,
     default_batch_size: 1000,
     default_gpu_batch_size: 1000,
@@ -98,7 +94,6 @@ const CIFAR10: DatasetInfo = DatasetInfo {
     table2_budgets: &[50, 80, 100, 300, 500, 1000],
     training_max_norm: 1.0,
     robustness_max_eps: 1.5,
-    augmentation: Augmentation::CropFlip,
     targets: TargetProtocol::AllOthers,
     default_batch_size: 1000,
     default_gpu_batch_size: 1000,
@@ -115,7 +110,6 @@ const IMAGENET_SAMPLE: DatasetInfo = DatasetInfo {
     table2_budgets: &[80, 87, 100, 300, 500, 1000],
     training_max_norm: 1.0,
     robustness_max_eps: 2.0,
-    augmentation: Augmentation::None,
     targets: TargetProtocol::Random { per_image: 20, seed: 0 },
     default_batch_size: 25,
     default_gpu_batch_size: 100,

@@ -65,6 +65,7 @@ pub(super) fn open(index: Option<usize>) -> crate::error::Result<burn::prelude::
 
 /// Whether the driver library and NVRTC can be loaded, found by the names cudarc itself tries.
 #[cfg(feature = "cuda")]
+#[allow(unsafe_code)] // cudarc's library probes, explained below
 pub fn libraries_present() -> CudaLibraries {
     // SAFETY: both functions only try to open shared libraries by name and close them again; the
     // bindings mark them `unsafe` because loading a library runs its initialisers, which for the

@@ -171,6 +171,7 @@ impl<'de> serde::Deserialize<'de> for DeviceChoice {
 /// # Safety
 /// Changes the process environment: call it before any other thread starts (first thing in
 /// `main`), as `std::env::set_var` requires.
+#[allow(unsafe_code)] // `std::env::set_var`, under the contract above
 pub unsafe fn default_burn_device_to_cpu() {
     if std::env::var_os("BURN_DEVICE").is_none() {
         // SAFETY: the caller guarantees that no other thread runs yet.

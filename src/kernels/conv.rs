@@ -9,9 +9,9 @@
 //! channel, filter column) relative to it. So the column never has to be written out: the
 //! kernel reads it from the input as it goes.
 //!
-//! The product is tiled as a matrix multiplication's micro-kernel is: a tile of [`NR`] output
-//! channels by [`MR`] output pixels is accumulated in registers over all `K` taps. At each tap,
-//! the tile's `NR` filter values are loaded as vectors (the filter is packed so that they are
+//! The product is tiled as a matrix multiplication's micro-kernel is: a tile of [`TILE_CHANNELS`] output
+//! channels by [`TILE_PIXELS`] output pixels is accumulated in registers over all `K` taps. At each tap,
+//! the tile's `TILE_CHANNELS` filter values are loaded as vectors (the filter is packed so that they are
 //! contiguous) and each pixel's input value is broadcast and multiplied into them, one fused
 //! multiply-add per vector. With AVX2 the tile is 16 channels (two 8-wide vectors) by 6 pixels:
 //! 12 accumulators, 12 multiply-adds for 2 vector loads and 6 broadcasts per tap, which keeps
@@ -33,16 +33,18 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::buffer::written_by;
+
 /// Output channels per register tile.
-pub const NR: usize = 16;
+pub const TILE_CHANNELS: usize = 16;
 /// Output pixels per register tile.
-pub const MR: usize = 6;
+pub const TILE_PIXELS: usize = 6;
 
 /// Alignment, in floats, of each packed filter block (one cache line).
 const ALIGN: usize = 16;
 
-/// A filter packed for [`conv2d`]: for each block of [`NR`] output channels, for each tap
-/// `(r, c, s)` (filter row, input channel, filter column) in that order, the `NR` filter values
+/// A filter packed for [`conv2d`]: for each block of [`TILE_CHANNELS`] output channels, for each tap
+/// `(r, c, s)` (filter row, input channel, filter column) in that order, the `TILE_CHANNELS` filter values
 /// of the block's channels (zero past the last channel). Blocks start on cache lines.
 // Not `Clone`: a copy would lose the alignment of `start`.
 #[derive(Debug)]
@@ -88,18 +90,18 @@ impl PackedFilter {
     ) -> Self {
         let [kh, kw] = kernel;
         let taps = in_channels * kh * kw;
-        let blocks = out_channels.div_ceil(NR);
-        let mut data = vec![0.0f32; blocks * taps * NR + ALIGN];
+        let blocks = out_channels.div_ceil(TILE_CHANNELS);
+        let mut data = vec![0.0f32; blocks * taps * TILE_CHANNELS + ALIGN];
         let start = data.as_ptr().align_offset(ALIGN * 4).min(ALIGN);
         for block in 0..blocks {
-            let dst = &mut data[start + block * taps * NR..start + (block + 1) * taps * NR];
-            for lane in 0..NR.min(out_channels - block * NR) {
-                let o = block * NR + lane;
+            let dst = &mut data[start + block * taps * TILE_CHANNELS..start + (block + 1) * taps * TILE_CHANNELS];
+            for lane in 0..TILE_CHANNELS.min(out_channels - block * TILE_CHANNELS) {
+                let o = block * TILE_CHANNELS + lane;
                 let mut k = 0;
                 for r in 0..kh {
                     for i in 0..in_channels {
                         for s in 0..kw {
-                            dst[k * NR + lane] = value(o, i, r, s);
+                            dst[k * TILE_CHANNELS + lane] = value(o, i, r, s);
                             k += 1;
                         }
                     }
@@ -115,16 +117,6 @@ impl PackedFilter {
         }
     }
 
-    /// Output channels.
-    pub fn out_channels(&self) -> usize {
-        self.out_channels
-    }
-
-    /// Input channels.
-    pub fn in_channels(&self) -> usize {
-        self.in_channels
-    }
-
     /// `[KH, KW]`.
     pub fn kernel(&self) -> [usize; 2] {
         self.kernel
@@ -135,7 +127,7 @@ impl PackedFilter {
     }
 
     fn block(&self, block: usize) -> &[f32] {
-        let len = self.taps() * NR;
+        let len = self.taps() * TILE_CHANNELS;
         &self.data[self.start + block * len..self.start + (block + 1) * len]
     }
 }
@@ -176,39 +168,39 @@ impl Input<'_> {
         let src = &self.values[image * c * h * w..(image + 1) * c * h * w];
         let mask = self.relu_mask.map(|m| &m[image * c * h * w..(image + 1) * c * h * w]);
         // Every value is written once: borders with zeros, the interior from `src`.
-        let mut out: Vec<f32> = Vec::with_capacity(len + SLACK);
-        let base = out.as_mut_ptr();
-        // SAFETY: all writes below are inside the `len + SLACK` values reserved; zero bits are
-        // 0.0f32.
-        unsafe {
-            base.add(len).write_bytes(0, SLACK);
-            for plane in 0..c {
-                let dst = base.add(plane * hp * wp);
-                dst.write_bytes(0, ph * wp + pw);
-                for row in 0..h {
-                    let at = (plane * h + row) * w;
-                    let d = dst.add((row + ph) * wp + pw);
-                    match mask {
-                        None => std::ptr::copy_nonoverlapping(src.as_ptr().add(at), d, w),
-                        Some(mask) => {
-                            let (g, o) = (&src[at..at + w], &mask[at..at + w]);
-                            for (i, (&g, &o)) in g.iter().zip(o).enumerate() {
-                                d.add(i).write(if o.is_nan() || o > 0.0 { g } else { 0.0 });
+        let fill = |out: &mut [MaybeUninit<f32>]| {
+            let base = out.as_mut_ptr().cast::<f32>();
+            // SAFETY: all writes below are inside the `len + SLACK` values reserved; zero bits are
+            // 0.0f32.
+            unsafe {
+                base.add(len).write_bytes(0, SLACK);
+                for plane in 0..c {
+                    let dst = base.add(plane * hp * wp);
+                    dst.write_bytes(0, ph * wp + pw);
+                    for row in 0..h {
+                        let at = (plane * h + row) * w;
+                        let d = dst.add((row + ph) * wp + pw);
+                        match mask {
+                            None => std::ptr::copy_nonoverlapping(src.as_ptr().add(at), d, w),
+                            Some(mask) => {
+                                let (g, o) = (&src[at..at + w], &mask[at..at + w]);
+                                for (i, (&g, &o)) in g.iter().zip(o).enumerate() {
+                                    d.add(i).write(if o.is_nan() || o > 0.0 { g } else { 0.0 });
+                                }
                             }
                         }
+                        // The right border of this row and the left border of the next.
+                        let gap = if row + 1 < h { 2 * pw } else { pw + ph * wp };
+                        d.add(w).write_bytes(0, gap);
                     }
-                    // The right border of this row and the left border of the next.
-                    let gap = if row + 1 < h { 2 * pw } else { pw + ph * wp };
-                    d.add(w).write_bytes(0, gap);
-                }
-                if h == 0 {
-                    dst.add(ph * wp + pw).write_bytes(0, hp * wp - ph * wp - pw);
+                    if h == 0 {
+                        dst.add(ph * wp + pw).write_bytes(0, hp * wp - ph * wp - pw);
+                    }
                 }
             }
-        }
-        // SAFETY: every value up to `len + SLACK` was written above.
-        unsafe { out.set_len(len + SLACK) };
-        out
+        };
+        // SAFETY: `fill` writes every value up to `len + SLACK`.
+        unsafe { written_by(len + SLACK, fill) }
     }
 }
 
@@ -233,7 +225,7 @@ pub fn conv2d(input: Input<'_>, filter: &PackedFilter, epilogue: Epilogue<'_>) -
 }
 
 /// [`conv2d`] with the portable register tiles, whatever the CPU (to test them on any machine).
-#[doc(hidden)]
+#[cfg(test)]
 pub fn conv2d_portable(input: Input<'_>, filter: &PackedFilter, epilogue: Epilogue<'_>) -> Vec<f32> {
     conv2d_with(input, filter, epilogue, Microkernel::Portable)
 }
@@ -301,11 +293,11 @@ fn conv2d_with(input: Input<'_>, filter: &PackedFilter, epilogue: Epilogue<'_>, 
                 return;
             }
             out_image
-                .par_chunks_mut(NR * pixels)
+                .par_chunks_mut(TILE_CHANNELS * pixels)
                 .enumerate()
                 .for_each(|(block, out_block)| {
                     let channels = out_block.len() / pixels;
-                    let bias = bias.map(|b| &b[block * NR..block * NR + channels]);
+                    let bias = bias.map(|b| &b[block * TILE_CHANNELS..block * TILE_CHANNELS + channels]);
                     conv_block(
                         kernel,
                         x_image,
@@ -378,14 +370,14 @@ enum Microkernel {
 impl Microkernel {
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if super::cpu::features().avx2_fma {
             return Microkernel::Avx2;
         }
         Microkernel::Portable
     }
 }
 
-/// All pixels of one image for `out.len() / pixels` (at most [`NR`]) output channels.
+/// All pixels of one image for `out.len() / pixels` (at most [`TILE_CHANNELS`]) output channels.
 fn conv_block(
     kernel: Microkernel,
     x: &[f32],
@@ -397,20 +389,20 @@ fn conv_block(
 ) {
     let pixels = geometry.pixels;
     let channels = out.len() / pixels;
-    let mut bias_lanes = [0.0f32; NR];
+    let mut bias_lanes = [0.0f32; TILE_CHANNELS];
     if let Some(bias) = bias {
         bias_lanes[..channels].copy_from_slice(bias);
     }
-    let mut tile = [[0.0f32; NR]; MR];
+    let mut tile = [[0.0f32; TILE_CHANNELS]; TILE_PIXELS];
     // Row and column of the tile's first pixel.
     let (mut row, mut col) = (0, 0);
     let mut first = 0;
     while first < pixels {
-        let count = MR.min(pixels - first);
+        let count = TILE_PIXELS.min(pixels - first);
         let first_row = row;
         // Each base is a valid pixel's (a short tile repeats its last), so the taps stay in `x`.
-        let mut bases = [0usize; MR];
-        for j in 0..MR {
+        let mut bases = [0usize; TILE_PIXELS];
+        for j in 0..TILE_PIXELS {
             if j < count {
                 bases[j] = row * geometry.in_width + col;
                 col += 1;
@@ -423,15 +415,18 @@ fn conv_block(
         }
         let last_row = (first + count - 1) / geometry.out_width;
         let taps = geometry.taps(first_row, last_row);
-        let (offsets, filter) = (&offsets[taps.clone()], &filter[taps.start * NR..taps.end * NR]);
+        let (offsets, filter) = (
+            &offsets[taps.clone()],
+            &filter[taps.start * TILE_CHANNELS..taps.end * TILE_CHANNELS],
+        );
         let out = &mut out[first..];
-        let full = count == MR && channels == NR;
+        let full = count == TILE_PIXELS && channels == TILE_CHANNELS;
         match kernel {
             Microkernel::Portable => tile_portable(x, &bases, offsets, filter, &mut tile),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `detect` saw AVX2 and FMA; `tile_avx2` reads `x` at `base + offset`, each
             // below `x.len()` since the bases are of output pixels and the offsets of taps, and
-            // a full tile writes `out[c pixels + j]` for `c < NR`, `j < MR`, inside `out`.
+            // a full tile writes `out[c pixels + j]` for `c < TILE_CHANNELS`, `j < TILE_PIXELS`, inside `out`.
             Microkernel::Avx2 if full => unsafe {
                 let sink = Sink::Output {
                     out: out.as_mut_ptr() as *mut f32,
@@ -460,17 +455,17 @@ fn conv_block(
 /// `channels` channels.
 #[inline(always)]
 fn store(
-    tile: &[[f32; NR]; MR],
-    bias: &[f32; NR],
+    tile: &[[f32; TILE_CHANNELS]; TILE_PIXELS],
+    bias: &[f32; TILE_CHANNELS],
     channels: usize,
     count: usize,
     pixels: usize,
     out: &mut [MaybeUninit<f32>],
     f: impl Fn(f32) -> f32,
 ) {
-    if count == MR && channels == NR {
+    if count == TILE_PIXELS && channels == TILE_CHANNELS {
         for (c, &b) in bias.iter().enumerate() {
-            let dst = &mut out[c * pixels..c * pixels + MR];
+            let dst = &mut out[c * pixels..c * pixels + TILE_PIXELS];
             for (d, t) in dst.iter_mut().zip(tile) {
                 d.write(f(t[c] + b));
             }
@@ -570,7 +565,7 @@ fn conv_rows_group<const C: usize, const V: usize>(
     }
 }
 
-/// `tile[g][i] = sum_k filter[k NR + first + g] x[offsets[k] + i]` for `i < len`.
+/// `tile[g][i] = sum_k filter[k TILE_CHANNELS + first + g] x[offsets[k] + i]` for `i < len`.
 fn row_tile_portable<const C: usize>(
     x: &[f32],
     offsets: &[usize],
@@ -580,7 +575,7 @@ fn row_tile_portable<const C: usize>(
     tile: &mut [[f32; ROW_TILE]; C],
 ) {
     *tile = [[0.0; ROW_TILE]; C];
-    for (&offset, f) in offsets.iter().zip(filter.chunks_exact(NR)) {
+    for (&offset, f) in offsets.iter().zip(filter.chunks_exact(TILE_CHANNELS)) {
         let src = &x[offset..offset + len];
         for (g, row) in tile.iter_mut().enumerate() {
             let f = f[first + g];
@@ -595,7 +590,7 @@ fn row_tile_portable<const C: usize>(
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA; `x` must hold `offsets[k] + 8 V` values for every `k`,
-/// `filter` `offsets.len() * NR` values, and `first + C <= NR`, `V <= 12`.
+/// `filter` `offsets.len() * TILE_CHANNELS` values, and `first + C <= TILE_CHANNELS`, `V <= 12`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn row_tile_avx2<const C: usize, const V: usize>(
@@ -607,7 +602,7 @@ unsafe fn row_tile_avx2<const C: usize, const V: usize>(
 ) {
     use std::arch::x86_64::*;
     debug_assert!(offsets.iter().all(|&o| o + 8 * V <= x.len()));
-    debug_assert!(filter.len() >= offsets.len() * NR && first + C <= NR && V <= 12);
+    debug_assert!(filter.len() >= offsets.len() * TILE_CHANNELS && first + C <= TILE_CHANNELS && V <= 12);
     // SAFETY: the caller guarantees the bounds above.
     unsafe {
         let mut acc = [[_mm256_setzero_ps(); V]; C];
@@ -615,7 +610,7 @@ unsafe fn row_tile_avx2<const C: usize, const V: usize>(
         for &o in offsets {
             let src = x.as_ptr().add(o);
             let weights: [__m256; C] = std::array::from_fn(|g| _mm256_broadcast_ss(&*f.add(g)));
-            f = f.add(NR);
+            f = f.add(TILE_CHANNELS);
             // Position-major, so that each input vector is loaded once for all channels.
             #[allow(clippy::needless_range_loop)]
             for v in 0..V {
@@ -635,9 +630,15 @@ unsafe fn row_tile_avx2<const C: usize, const V: usize>(
 
 /// One register tile without SIMD intrinsics: `tile[j][c] = sum_k filter[k][c] x[bases[j] +
 /// offsets[k]]`.
-fn tile_portable(x: &[f32], bases: &[usize; MR], offsets: &[usize], filter: &[f32], tile: &mut [[f32; NR]; MR]) {
-    *tile = [[0.0; NR]; MR];
-    for (&offset, f) in offsets.iter().zip(filter.chunks_exact(NR)) {
+fn tile_portable(
+    x: &[f32],
+    bases: &[usize; TILE_PIXELS],
+    offsets: &[usize],
+    filter: &[f32],
+    tile: &mut [[f32; TILE_CHANNELS]; TILE_PIXELS],
+) {
+    *tile = [[0.0; TILE_CHANNELS]; TILE_PIXELS];
+    for (&offset, f) in offsets.iter().zip(filter.chunks_exact(TILE_CHANNELS)) {
         for (row, &base) in tile.iter_mut().zip(bases) {
             let v = x[base + offset];
             for (acc, &fc) in row.iter_mut().zip(f) {
@@ -651,12 +652,12 @@ fn tile_portable(x: &[f32], bases: &[usize; MR], offsets: &[usize], filter: &[f3
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA, every `bases[j] + offsets[k]` must be below `x.len()`,
-/// and `filter` must hold `offsets.len() * NR` values.
+/// and `filter` must hold `offsets.len() * TILE_CHANNELS` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(x: &[f32], bases: &[usize; MR], offsets: &[usize], filter: &[f32], sink: Sink<'_>) {
+unsafe fn tile_avx2(x: &[f32], bases: &[usize; TILE_PIXELS], offsets: &[usize], filter: &[f32], sink: Sink<'_>) {
     use std::arch::x86_64::*;
-    debug_assert!(filter.len() >= offsets.len() * NR);
+    debug_assert!(filter.len() >= offsets.len() * TILE_CHANNELS);
     debug_assert!(bases.iter().all(|&b| offsets.iter().all(|&o| b + o < x.len())));
     // SAFETY: the caller guarantees the bounds above.
     unsafe {
@@ -669,7 +670,7 @@ unsafe fn tile_avx2(x: &[f32], bases: &[usize; MR], offsets: &[usize], filter: &
         for &o in offsets {
             let f0 = _mm256_load_ps(f);
             let f1 = _mm256_load_ps(f.add(8));
-            f = f.add(NR);
+            f = f.add(TILE_CHANNELS);
             let v = _mm256_broadcast_ss(&*x0.add(o));
             a00 = _mm256_fmadd_ps(f0, v, a00);
             a01 = _mm256_fmadd_ps(f1, v, a01);
@@ -696,8 +697,8 @@ unsafe fn tile_avx2(x: &[f32], bases: &[usize; MR], offsets: &[usize], filter: &
                     .into_iter()
                     .enumerate()
                 {
-                    _mm256_storeu_ps(t.add(j * NR), lo);
-                    _mm256_storeu_ps(t.add(j * NR + 8), hi);
+                    _mm256_storeu_ps(t.add(j * TILE_CHANNELS), lo);
+                    _mm256_storeu_ps(t.add(j * TILE_CHANNELS + 8), hi);
                 }
             }
             Sink::Output {
@@ -729,13 +730,13 @@ unsafe fn tile_avx2(x: &[f32], bases: &[usize; MR], offsets: &[usize], filter: &
 #[cfg(target_arch = "x86_64")]
 enum Sink<'a> {
     /// As is, `[pixel][channel]`, without bias.
-    Tile(&'a mut [[f32; NR]; MR]),
+    Tile(&'a mut [[f32; TILE_CHANNELS]; TILE_PIXELS]),
     /// A full tile written out: `out[c pixels + j] = f(tile[j][c] + bias[c])` with `f` ReLU or
     /// the identity.
     Output {
         out: *mut f32,
         pixels: usize,
-        bias: &'a [f32; NR],
+        bias: &'a [f32; TILE_CHANNELS],
         relu: bool,
     },
 }
@@ -747,7 +748,7 @@ enum Sink<'a> {
 /// AVX2; `out + c pixels + j` must be writable for `c < 8`, `j < 6`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn store_transposed_avx2(r: [std::arch::x86_64::__m256; MR], out: *mut f32, pixels: usize) {
+unsafe fn store_transposed_avx2(r: [std::arch::x86_64::__m256; TILE_PIXELS], out: *mut f32, pixels: usize) {
     use std::arch::x86_64::*;
     // SAFETY: the caller guarantees the bounds.
     unsafe {

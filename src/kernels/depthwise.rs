@@ -18,6 +18,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::buffer::written_by;
+
 use super::elementwise::{self, Activation};
 
 /// What is applied to each output value as a plane is written: `+ bias[channel]` if given,
@@ -206,7 +208,7 @@ fn sum_taps(out: &mut [f32], filter: &[f32], starts: &[usize], x: &[f32]) {
     );
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if super::cpu::features().avx2_fma {
             // SAFETY: the CPU has the features the function is compiled for.
             return unsafe { sum_taps_avx2(out, filter, starts, x) };
         }
@@ -261,29 +263,29 @@ pub fn forward(x: &[f32], weight: &[f32], channels: usize, g: Geometry, epilogue
         assert_eq!(bias.len(), channels, "depthwise convolution bias size");
     }
     let total = planes * oh * ow;
-    let mut out = Vec::with_capacity(total);
-    out.spare_capacity_mut()[..total]
-        .par_chunks_mut(oh * ow)
-        .zip(x.par_chunks(h * w))
-        .enumerate()
-        .for_each_init(
-            // Every plane stores its pixels at the same places of `scratch`, so the padding
-            // around them stays as made here: zero.
-            || (vec![0.0f32; layout.scratch_len()], vec![0.0f32; layout.out_len]),
-            |(scratch, full), (p, (out, x))| {
-                let filter = &weight[(p % channels) * taps..][..taps];
-                layout.store(scratch, x);
-                sum_taps(full, filter, &layout.tap_starts, scratch);
-                let bias = epilogue.bias.map_or(0.0, |b| b[p % channels]);
-                elementwise::activate(full, bias, epilogue.activation);
-                for (out_row, full_row) in out.chunks_exact_mut(ow).zip(full.chunks_exact(layout.row)) {
-                    out_row.write_copy_of_slice(&full_row[..ow]);
-                }
-            },
-        );
-    // SAFETY: every plane's `OH` rows of `OW` values were written above.
-    unsafe { out.set_len(total) };
-    out
+    // SAFETY: every plane's `OH` rows of `OW` values are written.
+    unsafe {
+        written_by(total, |out| {
+            out.par_chunks_mut(oh * ow)
+                .zip(x.par_chunks(h * w))
+                .enumerate()
+                .for_each_init(
+                    // Every plane stores its pixels at the same places of `scratch`, so the padding
+                    // around them stays as made here: zero.
+                    || (vec![0.0f32; layout.scratch_len()], vec![0.0f32; layout.out_len]),
+                    |(scratch, full), (p, (out, x))| {
+                        let filter = &weight[(p % channels) * taps..][..taps];
+                        layout.store(scratch, x);
+                        sum_taps(full, filter, &layout.tap_starts, scratch);
+                        let bias = epilogue.bias.map_or(0.0, |b| b[p % channels]);
+                        elementwise::activate(full, bias, epilogue.activation);
+                        for (out_row, full_row) in out.chunks_exact_mut(ow).zip(full.chunks_exact(layout.row)) {
+                            out_row.write_copy_of_slice(&full_row[..ow]);
+                        }
+                    },
+                );
+        })
+    }
 }
 
 /// `[B * C, H, W]`: the gradient with respect to `x` of [`forward`] given the gradient
@@ -305,48 +307,48 @@ pub fn input_gradient(
         assert_eq!(output.len(), grad.len(), "depthwise convolution output size");
     }
     let total = planes * h * w;
-    let mut dx = Vec::with_capacity(total);
-    dx.spare_capacity_mut()[..total]
-        .par_chunks_mut(h * w)
-        .zip(grad.par_chunks(oh * ow))
-        .enumerate()
-        .for_each_init(
-            // `full` holds the output gradient in rows of the layout's length, after `lead`
-            // zeros and before a phase plane's worth of zeros; the columns past the output's
-            // width stay 0 too: they add nothing.
-            || {
-                let full_len = layout.lead + layout.out_len + layout.phase_len;
-                (vec![0.0f32; layout.scratch_len()], vec![0.0f32; full_len], Vec::new())
-            },
-            |(scratch, full, weights), (p, (dx, grad))| {
-                let filter = &weight[(p % channels) * taps..][..taps];
-                let body = &mut full[layout.lead..][..layout.out_len];
-                let rows = body.chunks_exact_mut(layout.row).zip(grad.chunks_exact(ow));
-                match output {
-                    None => rows.for_each(|(full_row, grad_row)| full_row[..ow].copy_from_slice(grad_row)),
-                    Some((output, activation)) => {
-                        let output = output[p * oh * ow..].chunks_exact(ow);
-                        for ((full_row, grad_row), out_row) in rows.zip(output) {
-                            // SAFETY: a `[f32]` is a valid `[MaybeUninit<f32>]`; only `f32`s are written.
-                            let dst = unsafe { &mut *(&mut full_row[..ow] as *mut [f32] as *mut [MaybeUninit<f32>]) };
-                            elementwise::mask_into(grad_row, out_row, activation, dst);
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
+        dx.par_chunks_mut(h * w)
+            .zip(grad.par_chunks(oh * ow))
+            .enumerate()
+            .for_each_init(
+                // `full` holds the output gradient in rows of the layout's length, after `lead`
+                // zeros and before a phase plane's worth of zeros; the columns past the output's
+                // width stay 0 too: they add nothing.
+                || {
+                    let full_len = layout.lead + layout.out_len + layout.phase_len;
+                    (vec![0.0f32; layout.scratch_len()], vec![0.0f32; full_len], Vec::new())
+                },
+                |(scratch, full, weights), (p, (dx, grad))| {
+                    let filter = &weight[(p % channels) * taps..][..taps];
+                    let body = &mut full[layout.lead..][..layout.out_len];
+                    let rows = body.chunks_exact_mut(layout.row).zip(grad.chunks_exact(ow));
+                    match output {
+                        None => rows.for_each(|(full_row, grad_row)| full_row[..ow].copy_from_slice(grad_row)),
+                        Some((output, activation)) => {
+                            let output = output[p * oh * ow..].chunks_exact(ow);
+                            for ((full_row, grad_row), out_row) in rows.zip(output) {
+                                // SAFETY: a `[f32]` is a valid `[MaybeUninit<f32>]`; only `f32`s are written.
+                                let dst =
+                                    unsafe { &mut *(&mut full_row[..ow] as *mut [f32] as *mut [MaybeUninit<f32>]) };
+                                elementwise::mask_into(grad_row, out_row, activation, dst);
+                            }
                         }
                     }
-                }
-                // Each phase plane gathers its taps' contributions (in tap order, as adding
-                // each tap's run into the planes in turn would).
-                let planes = scratch.chunks_exact_mut(layout.phase_len);
-                for (plane, (plane_taps, starts)) in planes.zip(&layout.phase_taps) {
-                    weights.clear();
-                    weights.extend(plane_taps.iter().map(|&t| filter[t]));
-                    sum_taps(plane, weights, starts, full);
-                }
-                layout.load(dx, scratch);
-            },
-        );
-    // SAFETY: every plane's `H * W` values were written by `load` above.
-    unsafe { dx.set_len(total) };
-    dx
+                    // Each phase plane gathers its taps' contributions (in tap order, as adding
+                    // each tap's run into the planes in turn would).
+                    let planes = scratch.chunks_exact_mut(layout.phase_len);
+                    for (plane, (plane_taps, starts)) in planes.zip(&layout.phase_taps) {
+                        weights.clear();
+                        weights.extend(plane_taps.iter().map(|&t| filter[t]));
+                        sum_taps(plane, weights, starts, full);
+                    }
+                    layout.load(dx, scratch);
+                },
+            );
+    };
+    // SAFETY: `fill` writes every plane's `H * W` values (by `load`).
+    unsafe { written_by(total, fill) }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::buffer::written_by;
+
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 15;
 
@@ -27,14 +29,14 @@ pub fn relu6_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
 /// A new vector of `len` values, each chunk written by `fill(start, chunk)` on the threads
 /// (no zero-filling first: `fill` writes every value of its chunk).
 fn map_chunks(len: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
-    let mut out = Vec::with_capacity(len);
-    out.spare_capacity_mut()[..len]
-        .par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(i, chunk)| fill(i * CHUNK, chunk));
-    // SAFETY: every chunk of the `len` values was written by `fill`.
-    unsafe { out.set_len(len) };
-    out
+    // SAFETY: `fill` writes every value of each chunk, and the chunks cover all `len` values.
+    unsafe {
+        written_by(len, |out| {
+            out.par_chunks_mut(CHUNK)
+                .enumerate()
+                .for_each(|(i, chunk)| fill(i * CHUNK, chunk))
+        })
+    }
 }
 
 /// Runs `portable` compiled for AVX2 where the CPU has it (the loops are branch-free selects,
@@ -44,7 +46,7 @@ macro_rules! with_avx2 {
         fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
-                if std::arch::is_x86_feature_detected!("avx2") {
+                if $crate::kernels::cpu::features().avx2 {
                     // SAFETY: the CPU has the feature the function is compiled for.
                     return unsafe { $avx2($($arg),*) };
                 }

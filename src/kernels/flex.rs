@@ -74,7 +74,7 @@ impl KernelBackend for Flex {
         padding: [usize; 2],
         activation: Activation,
     ) -> FlexTensor {
-        retain_freed_memory();
+        crate::allocator::retain_freed_memory();
         if !all_f32(&[&x, &weight, &bias]) {
             let out = Flex::conv2d(x, weight, Some(bias), stride1_options(padding));
             return activate::<Flex>(out, activation);

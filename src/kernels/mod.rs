@@ -29,19 +29,30 @@
 //! of storing indices.
 //!
 //! The first direct convolution also sets glibc's allocator to keep freed memory
-//! ([`retain_freed_memory`]).
+//! ([`crate::allocator::retain_freed_memory`]).
+//!
+//! The CPU's vector instructions and cache sizes are found out once, in [`cpu`]. Every register
+//! tile is named by what it spans: `TILE_CHANNELS` output channels by `TILE_PIXELS` output
+//! pixels (16 x 6 in [`conv`], 6 x 16 in [`thin_product`]). An output buffer that a kernel
+//! writes whole is made by one helper, `buffer::written_by`, without zero-filling. This module
+//! is the only one of the library allowed `unsafe` code for speed (the crate denies
+//! `unsafe_code` elsewhere); each `unsafe` block says why it is sound.
 
-pub mod conv;
-pub mod depthwise;
-pub mod elementwise;
-pub mod pointwise;
-pub mod pool;
-pub mod thin_product;
+pub(crate) mod conv;
+pub(crate) mod cpu;
+pub(crate) mod depthwise;
+pub(crate) mod elementwise;
+pub(crate) mod pointwise;
+pub(crate) mod pool;
+pub(crate) mod thin_product;
 
 mod autodiff;
+mod buffer;
 mod flex;
 mod layers;
 mod select;
+#[cfg(test)]
+mod tests;
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -60,7 +71,7 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{DType, IntDType, TensorData};
 
 use conv::{Epilogue, PackedFilter};
-use depthwise::Geometry;
+pub use depthwise::Geometry;
 pub use elementwise::Activation;
 pub use layers::{conv2d, conv2d_layer, conv2d_relu, conv2d_relu_layer, conv2d_relu6, max_pool2d_layer, relu6};
 pub use select::MAX_TAPS;
@@ -137,26 +148,6 @@ pub trait KernelBackend: Backend {
     /// `output_grad` of its output: `output_grad` where `0 <= x <= 6` (burn's clamp passes the
     /// gradient at both ends), 0 elsewhere.
     fn relu6_backward(x: FloatTensor<Self>, output_grad: FloatTensor<Self>) -> FloatTensor<Self>;
-}
-
-/// Keeps freed memory in the process instead of returning it to the operating system, on Linux
-/// with glibc: allocations up to 32 MiB come from the heap (not from fresh mappings) and the
-/// heap is not trimmed below 1 GiB of free memory at its top. Every tensor of an attack
-/// iteration is a new buffer of a few megabytes; by default glibc maps and unmaps most of them,
-/// and the kernel then zeroes every page on its first touch, which costs a fifth of an
-/// iteration on the small CNNs. With these settings the buffers are recycled. The process's
-/// memory footprint stays at its peak instead of shrinking between iterations. Runs once.
-pub fn retain_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        // SAFETY: `mallopt` only changes allocator parameters; it is called before the
-        // allocations it is meant for and is thread-safe in glibc.
-        ONCE.call_once(|| unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-        });
-    }
 }
 
 /// burn's convolution options of a depthwise convolution of `channels` channels.

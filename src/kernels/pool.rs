@@ -10,6 +10,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::buffer::written_by;
+
 /// The element of the window `a b / c d` that burn's max pooling picks, and its index in
 /// `0..4` (row-major): the first maximum, or the last NaN.
 #[inline(always)]
@@ -32,24 +34,25 @@ pub fn max_pool2x2(x: &[f32], planes: usize, [h, w]: [usize; 2]) -> Vec<f32> {
     assert_eq!(x.len(), planes * h * w, "input size");
     let (oh, ow) = (h / 2, w / 2);
     let total = planes * oh * ow;
-    let mut out: Vec<f32> = Vec::with_capacity(total);
-    if total > 0 {
-        out.spare_capacity_mut()[..total]
-            .par_chunks_mut(oh * ow)
-            .zip(x.par_chunks(h * w))
-            .for_each(|(dst, src)| {
-                for (i, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
-                    let (top, bottom) = (&src[2 * i * w..], &src[(2 * i + 1) * w..]);
-                    let done = simd::forward_row(top, bottom, dst_row);
-                    for (j, d) in dst_row.iter_mut().enumerate().skip(done) {
-                        d.write(pick(top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]).0);
-                    }
-                }
-            });
+    if total == 0 {
+        return Vec::new();
     }
-    // SAFETY: every output value was written above.
-    unsafe { out.set_len(total) };
-    out
+    // SAFETY: every output value is written, by the vector loop or the scalar one after it.
+    unsafe {
+        written_by(total, |out| {
+            out.par_chunks_mut(oh * ow)
+                .zip(x.par_chunks(h * w))
+                .for_each(|(dst, src)| {
+                    for (i, dst_row) in dst.chunks_exact_mut(ow).enumerate() {
+                        let (top, bottom) = (&src[2 * i * w..], &src[(2 * i + 1) * w..]);
+                        let done = simd::forward_row(top, bottom, dst_row);
+                        for (j, d) in dst_row.iter_mut().enumerate().skip(done) {
+                            d.write(pick(top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]).0);
+                        }
+                    }
+                })
+        })
+    }
 }
 
 /// Gradient `[P, H, W]` with respect to `x` of [`max_pool2x2`] given the output gradient `grad`
@@ -62,17 +65,15 @@ pub fn max_pool2x2_backward(x: &[f32], grad: &[f32], planes: usize, [h, w]: [usi
     if oh * ow == 0 {
         return vec![0.0; total];
     }
-    let mut out: Vec<f32> = Vec::with_capacity(total);
-    if total > 0 {
-        out.spare_capacity_mut()[..total]
-            .par_chunks_mut(h * w)
-            .zip(x.par_chunks(h * w))
-            .zip(grad.par_chunks(oh * ow))
-            .for_each(|((dst, src), g)| backward_plane(dst, src, g, [h, w]));
+    // SAFETY: `backward_plane` writes every value of its plane.
+    unsafe {
+        written_by(total, |out| {
+            out.par_chunks_mut(h * w)
+                .zip(x.par_chunks(h * w))
+                .zip(grad.par_chunks(oh * ow))
+                .for_each(|((dst, src), g)| backward_plane(dst, src, g, [h, w]))
+        })
     }
-    // SAFETY: `backward_plane` wrote every value.
-    unsafe { out.set_len(total) };
-    out
 }
 
 fn backward_plane(dst: &mut [MaybeUninit<f32>], src: &[f32], grad: &[f32], [h, w]: [usize; 2]) {
@@ -115,7 +116,7 @@ mod simd {
     /// 8, 0 without AVX2).
     pub fn forward_row(top: &[f32], bottom: &[f32], out: &mut [MaybeUninit<f32>]) -> usize {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if super::super::cpu::features().avx2 {
             let n = out.len() / 8 * 8;
             assert!(top.len() >= 2 * n && bottom.len() >= 2 * n);
             // SAFETY: AVX2 is there, and the reads (`2 n` of each row) and writes (`n`) are
@@ -137,7 +138,7 @@ mod simd {
         out_bottom: &mut [MaybeUninit<f32>],
     ) -> usize {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if super::super::cpu::features().avx2 {
             let n = grad.len() / 8 * 8;
             assert!(top.len() >= 2 * n && bottom.len() >= 2 * n);
             assert!(out_top.len() >= 2 * n && out_bottom.len() >= 2 * n);

@@ -1,14 +1,14 @@
 //! Matrix products `dst (m x n) = lhs (m x k) rhs (k x n)` with `rhs` and `dst` row-major, as
 //! a 1x1 convolution has them (`k` input channels, `n` pixels per channel), for AVX2 and FMA.
 //!
-//! `lhs` (the filter, small) is packed once per call into panels of [`ROWS`] rows, each stored
+//! `lhs` (the filter, small) is packed once per call into panels of [`TILE_CHANNELS`] rows, each stored
 //! column by column. The columns of `rhs` are walked in blocks small enough that a block of all
 //! `k` rows stays in the core's L2 cache; each block is first copied into tiles of 16 columns,
 //! each tile's `k` rows one after the other (zero-padded past the last column), so that the
 //! register tiles read it in one stream. That copy can also mask `rhs` by an activation's
 //! gradient (the input gradient of a convolution followed by ReLU6). A register tile of
-//! [`ROWS`] rows by 16 columns keeps 12 accumulators and, for each of the `k` inner indices,
-//! loads two vectors of the copied block and broadcasts [`ROWS`] filter values. The bias and
+//! [`TILE_CHANNELS`] rows by 16 columns keeps 12 accumulators and, for each of the `k` inner indices,
+//! loads two vectors of the copied block and broadcasts [`TILE_CHANNELS`] filter values. The bias and
 //! the activation are applied in registers before a tile is stored, so each output value is
 //! written once.
 //!
@@ -20,35 +20,32 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::buffer::written_by;
 use super::elementwise::Activation;
 
-/// Rows of `lhs` (output channels) per panel and register tile.
-pub const ROWS: usize = 6;
-/// Columns (pixels) per register tile: two vectors of 8.
-const COLS: usize = 16;
-/// Bytes of `rhs` a column block may span over all inner indices (half of a 512 KB L2).
-const BLOCK_BYTES: usize = 256 * 1024;
+/// Output channels (rows of `lhs` and `dst`) per panel and register tile.
+pub const TILE_CHANNELS: usize = 6;
+/// Output pixels (columns of `rhs` and `dst`) per register tile: two vectors of 8.
+const TILE_PIXELS: usize = 16;
 
-/// Whether this CPU runs [`ThinProduct`].
+/// Bytes of `rhs` a column block may span over all inner indices: half of a core's L2.
+fn block_bytes() -> usize {
+    super::cpu::l2_cache_bytes() / 2
+}
+
+/// Whether this CPU runs [`ThinProduct`] (AVX2 and FMA).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    super::cpu::features().avx2_fma
 }
 
 /// A product's filter packed into panels, with the bias and activation of its output.
 pub struct ThinProduct {
     m: usize,
     k: usize,
-    /// `ceil(m / ROWS)` panels of `k * ROWS` values: panel `p` holds `lhs[p ROWS + r][i]` at
-    /// `i ROWS + r`, zero for rows past `m`.
+    /// `ceil(m / TILE_CHANNELS)` panels of `k * TILE_CHANNELS` values: panel `p` holds `lhs[p TILE_CHANNELS + r][i]` at
+    /// `i TILE_CHANNELS + r`, zero for rows past `m`.
     panels: Vec<f32>,
-    /// Bias of each row, `ROWS` per panel, zero past `m` (or everywhere without a bias).
+    /// Bias of each row, `TILE_CHANNELS` per panel, zero past `m` (or everywhere without a bias).
     bias: Vec<f32>,
     activation: Activation,
 }
@@ -68,30 +65,32 @@ impl ThinProduct {
         if m > 0 && k > 0 {
             assert!((m - 1) * strides[0] + (k - 1) * strides[1] < lhs.len(), "filter size");
         }
-        let panels_n = m.div_ceil(ROWS);
-        let len = panels_n * k * ROWS;
-        let mut panels = Vec::with_capacity(len);
+        let panels_n = m.div_ceil(TILE_CHANNELS);
+        let len = panels_n * k * TILE_CHANNELS;
         // On the threads (the filters of a network's 1x1 layers are megabytes, packed on every
-        // pass), each panel written in order; the `ROWS` values read for one inner index are
-        // close together whether `lhs` is stored row by row or transposed.
-        panels.spare_capacity_mut()[..len]
-            .par_chunks_mut((k * ROWS).max(1))
-            .enumerate()
-            .for_each(|(panel, dst)| {
-                for (i, values) in dst.chunks_exact_mut(ROWS).enumerate() {
-                    for (r, value) in values.iter_mut().enumerate() {
-                        let row = panel * ROWS + r;
-                        value.write(if row < m {
-                            lhs[row * strides[0] + i * strides[1]]
-                        } else {
-                            0.0
-                        });
-                    }
-                }
-            });
-        // SAFETY: every value of every panel was written above.
-        unsafe { panels.set_len(len) };
-        let mut padded_bias = vec![0.0; panels_n * ROWS];
+        // pass), each panel written in order; the `TILE_CHANNELS` values read for one inner
+        // index are close together whether `lhs` is stored row by row or transposed.
+        // SAFETY: each panel's `k` runs of `TILE_CHANNELS` values are all written.
+        let panels = unsafe {
+            written_by(len, |spare| {
+                spare
+                    .par_chunks_mut((k * TILE_CHANNELS).max(1))
+                    .enumerate()
+                    .for_each(|(panel, dst)| {
+                        for (i, values) in dst.chunks_exact_mut(TILE_CHANNELS).enumerate() {
+                            for (r, value) in values.iter_mut().enumerate() {
+                                let row = panel * TILE_CHANNELS + r;
+                                value.write(if row < m {
+                                    lhs[row * strides[0] + i * strides[1]]
+                                } else {
+                                    0.0
+                                });
+                            }
+                        }
+                    })
+            })
+        };
+        let mut padded_bias = vec![0.0; panels_n * TILE_CHANNELS];
         if let Some(bias) = bias {
             assert_eq!(bias.len(), m, "bias size");
             padded_bias[..m].copy_from_slice(bias);
@@ -132,13 +131,13 @@ impl ThinProduct {
         if self.m == 0 || n == 0 {
             return;
         }
-        let by_cache = (BLOCK_BYTES / (4 * self.k.max(1))) / COLS * COLS;
+        let by_cache = (block_bytes() / (4 * self.k.max(1))) / TILE_PIXELS * TILE_PIXELS;
         let by_threads = if parallel {
-            n.div_ceil(rayon::current_num_threads()).next_multiple_of(COLS)
+            n.div_ceil(rayon::current_num_threads()).next_multiple_of(TILE_PIXELS)
         } else {
             n
         };
-        let block = by_cache.clamp(COLS, by_threads.max(COLS));
+        let block = by_cache.clamp(TILE_PIXELS, by_threads.max(TILE_PIXELS));
         let out = SharedOut(dst.as_mut_ptr().cast::<f32>());
         let run_block = |index: usize| {
             let start = index * block;
@@ -174,7 +173,7 @@ impl ThinProduct {
     ) {
         let k = self.k;
         let mut packed = PACKED.take();
-        let packed_len = width.div_ceil(COLS) * k * COLS;
+        let packed_len = width.div_ceil(TILE_PIXELS) * k * TILE_PIXELS;
         if packed.len() < packed_len {
             packed.resize(packed_len, 0.0);
         }
@@ -190,18 +189,18 @@ impl ThinProduct {
                 if Activation::Relu6.passes(y) { g } else { 0.0 }
             }),
         }
-        for (panel, filter) in self.panels.chunks_exact(k * ROWS).enumerate() {
-            let first_row = panel * ROWS;
-            let rows = ROWS.min(self.m - first_row);
-            let bias = &self.bias[first_row..][..ROWS];
-            for (t, tile) in packed_block.chunks_exact(k * COLS).enumerate() {
-                let col = t * COLS;
+        for (panel, filter) in self.panels.chunks_exact(k * TILE_CHANNELS).enumerate() {
+            let first_row = panel * TILE_CHANNELS;
+            let rows = TILE_CHANNELS.min(self.m - first_row);
+            let bias = &self.bias[first_row..][..TILE_CHANNELS];
+            for (t, tile) in packed_block.chunks_exact(k * TILE_PIXELS).enumerate() {
+                let col = t * TILE_PIXELS;
                 let dst = Dst {
                     // SAFETY: row `first_row`, column `start + col` is in `dst`.
                     ptr: unsafe { out.0.add(first_row * n + start + col) },
                     stride: n,
                     rows,
-                    cols: COLS.min(width - col),
+                    cols: TILE_PIXELS.min(width - col),
                 };
                 // SAFETY: `tile` is `k` rows of 16 values, and `dst` is `rows` rows of `cols`
                 // values of this block's own columns.
@@ -232,17 +231,17 @@ fn pack(
 ) {
     for i in 0..k {
         let (row, ys) = (&rhs[i * n + start..][..width], &outputs[i * n + start..][..width]);
-        let tiles = packed[i * COLS..].chunks_mut(k * COLS);
-        for ((dst, src), ys) in tiles.zip(row.chunks(COLS)).zip(ys.chunks(COLS)) {
+        let tiles = packed[i * TILE_PIXELS..].chunks_mut(k * TILE_PIXELS);
+        for ((dst, src), ys) in tiles.zip(row.chunks(TILE_PIXELS)).zip(ys.chunks(TILE_PIXELS)) {
             if let (Ok(dst), Ok(src), Ok(ys)) = (
-                <&mut [f32; COLS]>::try_from(&mut dst[..COLS]),
-                <&[f32; COLS]>::try_from(src),
-                <&[f32; COLS]>::try_from(ys),
+                <&mut [f32; TILE_PIXELS]>::try_from(&mut dst[..TILE_PIXELS]),
+                <&[f32; TILE_PIXELS]>::try_from(src),
+                <&[f32; TILE_PIXELS]>::try_from(ys),
             ) {
                 // A whole tile row: a fixed size, so a few vector moves rather than a call.
                 *dst = std::array::from_fn(|c| value(src[c], ys[c]));
             } else {
-                let (values, padding) = dst[..COLS].split_at_mut(src.len());
+                let (values, padding) = dst[..TILE_PIXELS].split_at_mut(src.len());
                 for ((d, &g), &y) in values.iter_mut().zip(src).zip(ys) {
                     *d = value(g, y);
                 }
@@ -269,32 +268,32 @@ struct Dst {
 }
 
 /// One register tile: `activation(sum_i filter[i][r] tile[i][c] + bias[r])` for the
-/// [`ROWS`] rows `r` and 16 columns `c`, the inner sum in increasing `i` from zero.
+/// [`TILE_CHANNELS`] rows `r` and 16 columns `c`, the inner sum in increasing `i` from zero.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA; `filter` must hold `k * ROWS` values, `tile` `k * 16`,
-/// and `dst` `rows <= ROWS` rows of `cols <= 16` writable values.
+/// The CPU must support AVX2 and FMA; `filter` must hold `k * TILE_CHANNELS` values, `tile` `k * 16`,
+/// and `dst` `rows <= TILE_CHANNELS` rows of `cols <= 16` writable values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2(filter: &[f32], tile: &[f32], k: usize, bias: &[f32], activation: Activation, dst: Dst) {
     use std::arch::x86_64::*;
-    debug_assert!(filter.len() >= k * ROWS && tile.len() >= k * COLS && bias.len() >= ROWS);
+    debug_assert!(filter.len() >= k * TILE_CHANNELS && tile.len() >= k * TILE_PIXELS && bias.len() >= TILE_CHANNELS);
     // SAFETY: the caller guarantees the bounds above.
     unsafe {
         let z = _mm256_setzero_ps();
-        let mut acc = [[z; 2]; ROWS];
+        let mut acc = [[z; 2]; TILE_CHANNELS];
         let mut f = filter.as_ptr();
         let mut x = tile.as_ptr();
         for _ in 0..k {
             let lo = _mm256_loadu_ps(x);
             let hi = _mm256_loadu_ps(x.add(8));
-            x = x.add(COLS);
+            x = x.add(TILE_PIXELS);
             for (r, row) in acc.iter_mut().enumerate() {
                 let w = _mm256_broadcast_ss(&*f.add(r));
                 row[0] = _mm256_fmadd_ps(w, lo, row[0]);
                 row[1] = _mm256_fmadd_ps(w, hi, row[1]);
             }
-            f = f.add(ROWS);
+            f = f.add(TILE_CHANNELS);
         }
         let six = _mm256_set1_ps(6.0);
         for (row, &b) in acc.iter_mut().zip(bias) {
@@ -310,14 +309,14 @@ unsafe fn tile_avx2(filter: &[f32], tile: &[f32], k: usize, bias: &[f32], activa
                 };
             }
         }
-        if dst.rows == ROWS && dst.cols == COLS {
+        if dst.rows == TILE_CHANNELS && dst.cols == TILE_PIXELS {
             for (r, row) in acc.iter().enumerate() {
                 let out = dst.ptr.add(r * dst.stride);
                 _mm256_storeu_ps(out, row[0]);
                 _mm256_storeu_ps(out.add(8), row[1]);
             }
         } else {
-            let mut tile = [[0.0f32; COLS]; ROWS];
+            let mut tile = [[0.0f32; TILE_PIXELS]; TILE_CHANNELS];
             for (values, row) in tile.iter_mut().zip(&acc) {
                 _mm256_storeu_ps(values.as_mut_ptr(), row[0]);
                 _mm256_storeu_ps(values.as_mut_ptr().add(8), row[1]);

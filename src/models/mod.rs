@@ -42,6 +42,15 @@ pub enum ModelError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The graph could not classify a batch of images.
+    #[error("the model cannot classify a batch of {batch} images: {source}")]
+    Forward {
+        /// Images in the batch.
+        batch: usize,
+        /// Why, naming the node.
+        #[source]
+        source: onnx::OnnxError,
+    },
     /// The model does not take the data set's images or classes.
     #[error("{path}: the model ({model}) takes {expects}, but {dataset} has {has}")]
     WrongDataset {
@@ -215,15 +224,20 @@ impl Classifier {
         }
     }
 
-    /// Logits `[B, classes]` of images `[B, C, H, W]` in [0,1].
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        match self {
+    /// Logits `[B, classes]` of images `[B, C, H, W]` in [0,1]. The built-in networks always
+    /// give them; an ONNX graph whose shapes depend on the batch size may not
+    /// ([`ModelError::Forward`]).
+    pub fn forward(&self, images: Tensor<4>) -> Result<Tensor<2>, ModelError> {
+        let batch = images.dims()[0];
+        Ok(match self {
             Classifier::SmallCnn(m) => m.forward(images),
             Classifier::WideResNet(m) => m.forward(images),
             Classifier::EfficientNet(m) => m.forward(images),
             Classifier::Linear(m) => m.forward(images.flatten(1, 3)),
-            Classifier::Onnx(m) => m.forward(images),
-        }
+            Classifier::Onnx(m) => m
+                .try_forward(images)
+                .map_err(|source| ModelError::Forward { batch, source })?,
+        })
     }
 }
 

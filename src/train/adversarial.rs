@@ -58,7 +58,7 @@ impl Adversary {
         labels: Tensor<1, Int>,
         device: &Device,
         pass_chunk: usize,
-    ) -> (Tensor<4>, f64) {
+    ) -> Result<(Tensor<4>, f64)> {
         let attacked = AttackedModel::new(model, device);
         let x = images.clone().inner();
         let result = run(
@@ -68,10 +68,10 @@ impl Adversary {
             &self.attack,
             pass_chunk,
             &mut NoObserver,
-        );
+        )?;
         let (perturbed, norms) = cap_norm(x, result.adversarials, self.max_norm);
         let mean = norms.iter().map(|&n| n as f64).sum::<f64>() / norms.len().max(1) as f64;
-        (Tensor::from_inner(perturbed).to_device(&images.device()), mean)
+        Ok((Tensor::from_inner(perturbed).to_device(&images.device()), mean))
     }
 }
 

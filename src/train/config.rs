@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig};
 
 use super::adversarial::Adversary;
-use crate::augment::Augmentation;
+use super::augment::Augmentation;
 use crate::error::{Error, Result};
 use crate::models::Architecture;
 

@@ -60,16 +60,16 @@ pub fn run_epoch(
         let (images, clean) = match &config.adversary {
             Some(adversary) => {
                 let (adv, mean_norm) =
-                    adversary.perturb(&model, clean.clone(), labels.clone(), device, options.attack_pass_chunk);
+                    adversary.perturb(&model, clean.clone(), labels.clone(), device, options.attack_pass_chunk)?;
                 pert_sum += mean_norm * chunk.len() as f64;
                 let beta = adversary.clean_weight;
                 (adv, (beta > 0.0).then_some((clean, beta)))
             }
             None => (clean, None),
         };
-        let logits = model.forward(images.detach());
+        let logits = model.forward(images.detach())?;
         let (clean_logits, beta) = match clean {
-            Some((clean, beta)) => (Some(model.forward(clean)), beta),
+            Some((clean, beta)) => (Some(model.forward(clean)?), beta),
             None => (None, 0.0),
         };
         let loss = training_loss(clean_logits, logits.clone(), labels.clone(), beta);

@@ -5,6 +5,7 @@
 //! data; [`train`] ties them together.
 
 pub mod adversarial;
+pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod epoch;

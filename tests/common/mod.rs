@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anu::augment::Augmentation;
 use anu::data::{self, Dataset, DatasetName, Label, Split};
 use anu::models::{Architecture, Classifier, LoadedModel, weights};
 use anu::train::adversarial::Adversary;
+use anu::train::augment::Augmentation;
 use anu::train::{LrSchedule, OptimizerKind, TrainConfig};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
@@ -99,6 +99,7 @@ pub fn synthetic(dataset: DatasetName, n: usize, model: &Classifier, seed: u64) 
     let unlabelled = Dataset::new(pixels, vec![0; n], info.image_shape, info.num_classes).unwrap();
     let (images, _) = unlabelled.batch(0, n, &Device::flex());
     let labels: Vec<Label> = anu::eval::predictions(model, images)
+        .unwrap()
         .into_iter()
         .map(|p| p as Label)
         .collect();
@@ -125,7 +126,7 @@ pub fn train_config(epochs: usize, adversary: Option<Adversary>) -> TrainConfig 
 }
 
 /// The synthetic image k of `tests/fixtures/efficientnet-lite0-logits.json` (made by
-/// `scripts/efficientnet_lite0_reference.py`), [3, 224, 224] in [0,1].
+/// `scripts/baselines/efficientnet_lite0_reference.py`), [3, 224, 224] in [0,1].
 pub fn efficientnet_reference_image(k: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(3 * 224 * 224);
     for c in 0..3 {

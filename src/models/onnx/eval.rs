@@ -17,7 +17,7 @@ use burn::tensor::ops::{AvgPoolOptions, ConvOptions, PadMode};
 use burn::tensor::{Int, Slice};
 
 use super::graph::{Binary, Compare, MAX_RANK, Op, Operand, PadKind, Padding, Program, Step, Unary};
-use super::host::{HostData, HostTensor, Reduce, broadcast, norm_axis, range_len, slice_ranges};
+use super::host::{CastTo, HostData, HostTensor, Reduce, broadcast, norm_axis, range_len, slice_ranges};
 use crate::kernels::{conv2d, max_pool2d_layer};
 
 /// A value of the graph, held at its ONNX rank (a scalar as a vector of one element).
@@ -589,7 +589,7 @@ fn host_op(op: &Op, get: &mut dyn FnMut(Operand) -> Result<HostTensor, String>) 
             let parts = inputs.iter().map(|o| get(*o)).collect::<Result<Vec<_>, _>>()?;
             let rank = parts.first().ok_or("a concatenation of nothing")?.dims.len();
             let float = parts.iter().any(|p| matches!(p.data, HostData::F32(_)));
-            let parts: Vec<HostTensor> = parts.into_iter().map(|p| p.cast(float)).collect();
+            let parts: Vec<HostTensor> = parts.into_iter().map(|p| p.cast(CastTo::float_if(float))).collect();
             HostTensor::concat(&parts, norm_axis(*axis, rank)?)?
         }
         Op::Shape { x, start, end } => {
@@ -668,7 +668,7 @@ fn host_op(op: &Op, get: &mut dyn FnMut(Operand) -> Result<HostTensor, String>) 
             }
             t
         }
-        Op::Cast { x, float } => get(*x)?.cast(*float),
+        Op::Cast { x, to } => get(*x)?.cast(*to),
         Op::ScatterNd { x, indices, updates } => get(*x)?.scatter_nd(&get(*indices)?, &get(*updates)?)?,
         Op::ConstantOfShape { shape, value } => {
             let dims = dims_of(&ints(*shape, get)?)?;
@@ -1159,10 +1159,10 @@ fn apply(program: &Program, step: &Step, env: &mut Env, batch: usize, macs: &mut
             }
             map_tensor!(x, t => t.repeat(&repeats))
         }
-        Op::Cast { x, float } => match env.value(*x, step)? {
-            Value::Tensor(v) if *float => v,
-            Value::Tensor(v) => return Ok(Value::Host(download(v)?.cast(false))),
-            Value::Host(h) => return Ok(Value::Host(h.cast(*float))),
+        Op::Cast { x, to } => match env.value(*x, step)? {
+            Value::Tensor(v) if *to == CastTo::Float => v,
+            Value::Tensor(v) => return Ok(Value::Host(download(v)?.cast(*to))),
+            Value::Host(h) => return Ok(Value::Host(h.cast(*to))),
         },
         Op::LayerNorm {
             x,

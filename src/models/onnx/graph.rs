@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 
 use burn::tensor::TensorData;
 
-use super::host::{HostData, HostTensor, Reduce};
+use super::host::{CastTo, HostData, HostTensor, Reduce};
 use super::proto::{GraphDef, NodeDef};
 
 /// The highest rank of a value (scalars are held as vectors of one element).
@@ -289,10 +289,10 @@ pub enum Op {
         indices: Operand,
         updates: Operand,
     },
-    /// A cast to float (`float`) or to an integer or boolean type.
+    /// A cast to float, an integer type or bool.
     Cast {
         x: Operand,
-        float: bool,
+        to: CastTo,
     },
     ConstantOfShape {
         shape: Operand,
@@ -815,7 +815,16 @@ impl Compiler {
     fn push(&mut self, node: &NodeDef, output: usize, op: Op, host: bool) {
         let out = self.next_slot;
         self.next_slot += 1;
-        let out_host = host || matches!(op, Op::Shape { .. } | Op::Size { .. } | Op::Cast { float: false, .. });
+        let out_host = host
+            || matches!(
+                op,
+                Op::Shape { .. }
+                    | Op::Size { .. }
+                    | Op::Cast {
+                        to: CastTo::Int | CastTo::Bool,
+                        ..
+                    }
+            );
         if let Some(o) = node.outputs.get(output) {
             self.values.insert(
                 o.clone(),
@@ -1240,14 +1249,15 @@ impl Compiler {
             },
             "Cast" => {
                 let to = node.int("to").ok_or("Cast without `to`")?;
-                let float = match to {
-                    1 | 10 | 11 | 16 => true,
-                    2..=7 | 9 | 12 | 13 => false,
+                let to = match to {
+                    1 | 10 | 11 | 16 => CastTo::Float,
+                    9 => CastTo::Bool,
+                    2..=7 | 12 | 13 => CastTo::Int,
                     other => return Err(format!("Cast to ONNX element type {other}")),
                 };
                 Op::Cast {
                     x: self.data(node, 0, mode)?,
-                    float,
+                    to,
                 }
             }
             "ConstantOfShape" => Op::ConstantOfShape {
@@ -1463,7 +1473,7 @@ impl Compiler {
                         t = t.map_f32(|v| v * s);
                         *scale = 1.0;
                     }
-                    let h = c.push_host(t.cast(true));
+                    let h = c.push_host(t.cast(CastTo::Float));
                     Ok(c.param(h))
                 }
             }

@@ -7,6 +7,22 @@
 //! Index rules (negative axes and indices, Slice's clamping) are shared with the tensor path
 //! through [`norm_axis`] and [`slice_ranges`].
 
+/// The element types a Cast can produce, as far as the graph's values tell them apart (booleans
+/// are held as 0 / 1 integers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CastTo {
+    Float,
+    Int,
+    Bool,
+}
+
+impl CastTo {
+    /// Float where `float`, else integer: the common type of values being combined.
+    pub fn float_if(float: bool) -> Self {
+        if float { CastTo::Float } else { CastTo::Int }
+    }
+}
+
 /// The values of a host tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HostData {
@@ -191,11 +207,16 @@ impl HostTensor {
         }
     }
 
-    /// The same values cast to float (`true`) or integer.
-    pub fn cast(&self, float: bool) -> HostTensor {
-        let data = match float {
-            true => HostData::F32(self.to_f32()),
-            false => HostData::I64(self.to_i64()),
+    /// The same values cast to `to` (floats truncated towards zero for an integer type; any
+    /// non-zero value, NaN included, is true for a boolean).
+    pub fn cast(&self, to: CastTo) -> HostTensor {
+        let data = match to {
+            CastTo::Float => HostData::F32(self.to_f32()),
+            CastTo::Int => HostData::I64(self.to_i64()),
+            CastTo::Bool => HostData::I64(match &self.data {
+                HostData::I64(v) => v.iter().map(|&x| (x != 0) as i64).collect(),
+                HostData::F32(v) => v.iter().map(|&x| (x != 0.0) as i64).collect(),
+            }),
         };
         HostTensor {
             dims: self.dims.clone(),
@@ -442,7 +463,8 @@ impl HostTensor {
             offsets.push(off);
         }
         let float = matches!(self.data, HostData::F32(_)) || matches!(updates.data, HostData::F32(_));
-        let (base, upd) = (self.cast(float), updates.cast(float));
+        let to = CastTo::float_if(float);
+        let (base, upd) = (self.cast(to), updates.cast(to));
         let data = match (base.data, upd.data) {
             (HostData::F32(mut v), HostData::F32(u)) => {
                 for (c, &off) in offsets.iter().enumerate() {
@@ -520,7 +542,7 @@ impl HostTensor {
         };
         let t = HostTensor::floats(dims, values);
         match self.data {
-            HostData::I64(_) => t.cast(false),
+            HostData::I64(_) => t.cast(CastTo::Int),
             HostData::F32(_) => t,
         }
     }
@@ -542,6 +564,15 @@ mod tests {
 
     fn t(dims: &[usize], v: &[i64]) -> HostTensor {
         HostTensor::ints(dims.to_vec(), v.to_vec())
+    }
+
+    #[test]
+    fn casts_truncate_to_integers_and_test_non_zero_for_booleans() {
+        let x = HostTensor::floats(vec![5], vec![0.5, -1.7, 0.0, -0.0, f32::NAN]);
+        assert_eq!(x.cast(CastTo::Int), t(&[5], &[0, -1, 0, 0, 0]));
+        assert_eq!(x.cast(CastTo::Bool), t(&[5], &[1, 1, 0, 0, 1]));
+        assert_eq!(t(&[3], &[0, 2, -3]).cast(CastTo::Bool), t(&[3], &[0, 1, 1]));
+        assert_eq!(t(&[2], &[0, 2]).cast(CastTo::Float).to_f32(), vec![0.0, 2.0]);
     }
 
     #[test]

@@ -88,12 +88,14 @@ impl OnnxModel {
     }
 
     /// Logits `[B, classes]` of images `[B, C, H, W]` in [0,1], or an error naming the node
-    /// that does not fit.
-    pub fn try_forward(&self, images: Tensor<4>) -> Result<Tensor<2>, String> {
+    /// that does not fit. The graph was run on two images of this size when it was loaded, so
+    /// only a graph whose shapes depend on the batch size can fail here (one exported for a
+    /// fixed batch, say).
+    pub fn try_forward(&self, images: Tensor<4>) -> Result<Tensor<2>, OnnxError> {
         self.run(images).map(|(logits, _)| logits)
     }
 
-    fn run(&self, images: Tensor<4>) -> Result<(Tensor<2>, u64), String> {
+    fn run(&self, images: Tensor<4>) -> Result<(Tensor<2>, u64), OnnxError> {
         let x = match (&self.mean, &self.inv_std) {
             (Some(mean), Some(inv_std)) => (images - mean.val()) * inv_std.val(),
             _ => images,
@@ -104,17 +106,11 @@ impl OnnxModel {
             biases: &self.biases,
             consts: &self.consts,
         };
-        let (out, macs) = eval::run(&self.program, &tensors, x).map_err(|e| e.to_string())?;
-        Ok((eval::logits(out)?, macs))
-    }
-
-    /// Logits `[B, classes]` of images `[B, C, H, W]` in [0,1]. The graph was run on images of
-    /// this shape when it was loaded, so this does not fail for the images it was checked for.
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        match self.try_forward(images) {
-            Ok(logits) => logits,
-            Err(e) => panic!("the ONNX model cannot classify these images: {e}"),
-        }
+        let (out, macs) = eval::run(&self.program, &tensors, x).map_err(|e| OnnxError::Run {
+            node: e.node,
+            reason: e.reason,
+        })?;
+        Ok((eval::logits(out).map_err(OnnxError::Interface)?, macs))
     }
 }
 

@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
-use anu::kernels::Activation;
-use anu::kernels::conv::{Epilogue, Input, PackedFilter, conv2d as direct_conv2d, conv2d_portable};
+use super::Activation;
+use super::conv::{Epilogue, Input, PackedFilter, conv2d as direct_conv2d, conv2d_portable};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::module::{conv_transpose2d, conv2d};
@@ -140,9 +140,9 @@ fn check_layer(
         let bias = bias.then(|| bl.clone());
         let (xl2, wl2, options) = (xl.clone(), wl.clone(), options.clone());
         let y = match (fast, activation) {
-            (true, Activation::Identity) => anu::kernels::conv2d(xl2, wl2, bias, options),
-            (true, Activation::Relu) => anu::kernels::conv2d_relu(xl2, wl2, bias, options),
-            (true, Activation::Relu6) => anu::kernels::conv2d_relu6(xl2, wl2, bias, options),
+            (true, Activation::Identity) => super::conv2d(xl2, wl2, bias, options),
+            (true, Activation::Relu) => super::conv2d_relu(xl2, wl2, bias, options),
+            (true, Activation::Relu6) => super::conv2d_relu6(xl2, wl2, bias, options),
             (false, _) => reference_activation(conv2d(xl2, wl2, bias, options), activation),
         };
         let grads = (y.clone() * Tensor::from_data(g.clone().into_data(), &device))
@@ -212,13 +212,13 @@ fn unsupported_convolutions_fall_back_to_burn() {
         } else {
             weight.clone()
         };
-        let got = anu::kernels::conv2d(x.clone(), w.clone(), None, options.clone());
+        let got = super::conv2d(x.clone(), w.clone(), None, options.clone());
         let want = conv2d(x.clone(), w, None, options);
         assert_close(&values(got), &values(want), "fallback");
     }
 }
 
-/// A depthwise convolution through `anu::kernels::conv2d` (the depthwise kernel on flex) against
+/// A depthwise convolution through `super::conv2d` (the depthwise kernel on flex) against
 /// burn's grouped `conv2d`: output, input, filter and bias gradients.
 fn check_depthwise(
     b: usize,
@@ -244,9 +244,9 @@ fn check_depthwise(
         let bl = Tensor::<1>::from_data(bias_t.clone().into_data(), &device).require_grad();
         let (xl2, wl2, bl2, options) = (xl.clone(), wl.clone(), Some(bl.clone()), options.clone());
         let y = match (fast, activation) {
-            (true, Activation::Identity) => anu::kernels::conv2d(xl2, wl2, bl2, options),
-            (true, Activation::Relu) => anu::kernels::conv2d_relu(xl2, wl2, bl2, options),
-            (true, Activation::Relu6) => anu::kernels::conv2d_relu6(xl2, wl2, bl2, options),
+            (true, Activation::Identity) => super::conv2d(xl2, wl2, bl2, options),
+            (true, Activation::Relu) => super::conv2d_relu(xl2, wl2, bl2, options),
+            (true, Activation::Relu6) => super::conv2d_relu6(xl2, wl2, bl2, options),
             (false, _) => reference_activation(conv2d(xl2, wl2, bl2, options), activation),
         };
         let grads = (y.clone() * Tensor::from_data(g.clone().into_data(), &device))
@@ -301,7 +301,7 @@ fn relu6_matches_burn_with_gradient() {
     let run = |fast: bool| {
         let xl = Tensor::<4>::from_data(x.clone().into_data(), &device).require_grad();
         let y = if fast {
-            anu::kernels::relu6(xl.clone())
+            super::relu6(xl.clone())
         } else {
             burn::tensor::activation::relu6(xl.clone())
         };
@@ -332,7 +332,7 @@ fn check_pool(b: usize, c: usize, h: usize, w: usize, ties: bool, nans: bool) {
     let run = |fast: bool| {
         let xl = Tensor::<4>::from_data(x.clone().into_data(), &device).require_grad();
         let y = if fast {
-            anu::kernels::max_pool2d_layer(&layer, xl.clone())
+            super::max_pool2d_layer(&layer, xl.clone())
         } else {
             layer.forward(xl.clone())
         };

@@ -2,7 +2,7 @@
 
 use rand::Rng;
 
-use crate::data::Dataset;
+use crate::data::{Dataset, DatasetName};
 
 /// Augmentation applied to each training minibatch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -15,6 +15,15 @@ pub enum Augmentation {
 }
 
 impl Augmentation {
+    /// The augmentation of clean training on `dataset`: random crops and flips on CIFAR-10,
+    /// none elsewhere.
+    pub fn standard(dataset: DatasetName) -> Self {
+        match dataset {
+            DatasetName::Cifar10 => Augmentation::CropFlip,
+            DatasetName::Mnist | DatasetName::ImagenetSample => Augmentation::None,
+        }
+    }
+
     /// The augmented batch (a copy).
     pub fn apply(&self, batch: &Dataset, rng: &mut impl Rng) -> Dataset {
         match self {
