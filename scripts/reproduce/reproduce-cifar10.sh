@@ -5,8 +5,8 @@
 # Needs the CIFAR-10 binary files under $ANU_DATA/cifar10 (scripts/setup.sh builds anu and sets
 # the data folder). Set SKIP_TRAIN=1 to skip training the model again, and
 # CIFAR_MODEL=runs/cifar-cnn.safetensors to measure the freshly trained model instead.
-source "$(dirname "$0")/setup.sh"
-model="${CIFAR_MODEL:-models/cifar-cnn.safetensors}"   # the committed model, behind docs/results/cifar10
+source "$(dirname "$0")/../setup.sh"
+model="${CIFAR_MODEL:-models/cifar-cnn.safetensors}"   # the committed model, behind docs/results/paper/cifar10
 
 # The C&W/DDN CIFAR-10 CNN: 15 epochs, Adam 1e-3, cosine schedule, batch 128, crop+flip, seed 0
 # -> runs/cifar-cnn.safetensors, per-epoch log in runs/cifar-train.json (about 250 s per epoch on
@@ -19,6 +19,6 @@ $anu eval --dataset cifar10 --model-file "$model" --json
 
 # Table 1, CIFAR-10 rows: DDN and ANU at budgets 50, 70, 100 on the first 1000 test images,
 # Figure 3 (first image) and Figure 4 over 100 iterations -> results/cifar10
-# (committed as docs/results/cifar10; ~14 min on machine B).
+# (committed as docs/results/paper/cifar10; ~14 min on machine B).
 $anu reproduce --dataset cifar10 --model-file "$model" --out results/cifar10 \
   --untargeted-only --n 1000 --budgets 50,70,100 --fig4-steps 100

@@ -9,7 +9,7 @@
 # again and each attack continues where it stopped; finished ones are not redone. At about 29
 # images x iterations per second (2-core AMD EPYC Zen 3), the Table 1 rows take about 30 min and
 # the targeted rows about 7 h.
-source "$(dirname "$0")/setup.sh"
+source "$(dirname "$0")/../setup.sh"
 model="$ANU_DATA/models/efficientnet-lite0-57934424.pth"
 common=(--dataset imagenet-sample --model efficientnet-lite0 --model-file "$model")
 out=results/imagenet

@@ -8,7 +8,7 @@
 # `anu reproduce` saves each row as it finishes and skips saved rows when rerun.
 # Times below are from the 2-core machines A and B of docs/RESULTS.md (B is the faster one).
 # Set SKIP_TRAIN=1 to skip training the base model again.
-source "$(dirname "$0")/setup.sh"
+source "$(dirname "$0")/../setup.sh"
 model=models/mnist-cnn.safetensors   # the committed base model, used by every step below
 
 # Base model: 12 epochs, Adam 1e-3, cosine schedule, batch 128, seed 0 -> runs/mnist-cnn.safetensors
@@ -27,18 +27,18 @@ for spec in ddn:100 anu:70 anu:100; do
 done
 
 # Figures 3-4 and Table 1 on the first 100 test images (budgets 50, 100, 1000; Figure 4 over
-# 1000 iterations) -> results/mnist-n100 (committed as docs/results/mnist-n100; ~4 min on machine B).
+# 1000 iterations) -> results/mnist-n100 (committed as docs/results/paper/mnist-n100; ~4 min on machine B).
 $anu reproduce --dataset mnist --model-file "$model" --out results/mnist-n100 --untargeted-only \
   --n 100 --budgets 50,100,1000 --fig4-steps 1000
 
 # Table 2 on the first 1000 test images (9000 targeted attacks) at budgets 50, 85, 100
-# -> results/mnist-targeted (committed as docs/results/mnist-targeted; ~31 min on machine B).
+# -> results/mnist-targeted (committed as docs/results/paper/mnist-targeted; ~31 min on machine B).
 $anu reproduce --dataset mnist --model-file "$model" --out results/mnist-targeted --targeted-only \
   --n 1000 --budgets 50,85,100
 
 # gamma_0 x alpha_gamma sweep of ANU-70 on the first 200 images, DDN-70/100 beside it, then the
 # best settings on 1000 images -> results/gamma-sweep/*.json and log.txt (committed as
-# docs/results/gamma-sweep).
+# docs/results/paper/gamma-sweep).
 mkdir -p results/gamma-sweep
 : > results/gamma-sweep/log.txt
 for g in 0.05 0.1 0.2 0.4; do for a in 0.05 0.15; do

@@ -14,9 +14,9 @@
 # torchvision pillow`). A step that fails or runs out of time is recorded as such and the
 # others go on. The time limits add up to 450 s.
 #
-#   ANU=target/release/anu ANU_DATA=../shared/data OUT=results/gpu bash scripts/gpu-measure.sh
+#   ANU=target/release/anu ANU_DATA=../shared/data OUT=results/gpu bash scripts/speed/gpu-measure.sh
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export ANU_DATA="${ANU_DATA:-../shared/data}"
 anu="${ANU:-./target/release/anu}"
 out="${OUT:-results/gpu}"
@@ -54,11 +54,11 @@ for dev in cuda wgpu; do
 done
 
 if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
-  step torch-mnist 25 python3 scripts/torch_baseline.py --device cuda --no-attack --dataset mnist \
+  step torch-mnist 25 python3 scripts/baselines/torch_baseline.py --device cuda --no-attack --dataset mnist \
     --model models/mnist-cnn.safetensors --batch-sizes 100,1000 --reps 5 --json "$out/torch-mnist-cuda.json"
-  step torch-cifar10 25 python3 scripts/torch_baseline.py --device cuda --no-attack --dataset cifar10 \
+  step torch-cifar10 25 python3 scripts/baselines/torch_baseline.py --device cuda --no-attack --dataset cifar10 \
     --model models/cifar-cnn.safetensors --batch-sizes 100,1000 --reps 5 --json "$out/torch-cifar10-cuda.json"
-  step torch-efficientnet 40 python3 scripts/torch_baseline.py --device cuda --no-attack --dataset imagenet-sample \
+  step torch-efficientnet 40 python3 scripts/baselines/torch_baseline.py --device cuda --no-attack --dataset imagenet-sample \
     --model "$effnet" --batch-sizes 25,100 --n 100 --reps 3 --json "$out/torch-efficientnet-cuda.json"
 else
   echo "PyTorch with CUDA not importable: no PyTorch rows" | tee -a "$log" >&2

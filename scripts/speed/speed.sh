@@ -2,9 +2,9 @@
 # Speed on the CPU: `anu bench` throughput tables, ANU's per-iteration overhead over DDN, DDN-100
 # wall time, the other CPU backends (LibTorch, ndarray) and the PyTorch/Foolbox baseline, as
 # reported in docs/RESULTS.md under "Speed". Everything goes to results/bench/, with the file
-# names of the committed docs/results/bench/. Run it on an otherwise idle machine.
+# names of the committed docs/results/speed/bench/. Run it on an otherwise idle machine.
 # Needs the MNIST files under $ANU_DATA/mnist (scripts/setup.sh builds anu and sets the data folder).
-source "$(dirname "$0")/setup.sh"
+source "$(dirname "$0")/../setup.sh"
 out=results/bench
 model=models/mnist-cnn.safetensors
 mkdir -p "$out"
@@ -45,7 +45,7 @@ $backends bench --device ndarray --dataset mnist --model-file "$model" --batch-s
 
 # PyTorch eager forward + input gradient, and Foolbox's DDN-100 on the first 1000 test images,
 # all at once and in batches of 64 -> torch-baseline.json, torch-baseline-b64.json.
-python3 scripts/torch_baseline.py --data-dir "$ANU_DATA" --model "$model" --n 1000 --steps 100 \
+python3 scripts/baselines/torch_baseline.py --data-dir "$ANU_DATA" --model "$model" --n 1000 --steps 100 \
   --json "$out/torch-baseline.json"
-python3 scripts/torch_baseline.py --data-dir "$ANU_DATA" --model "$model" --n 1000 --steps 100 --attack-batch 64 \
+python3 scripts/baselines/torch_baseline.py --data-dir "$ANU_DATA" --model "$model" --n 1000 --steps 100 --attack-batch 64 \
   --json "$out/torch-baseline-b64.json"
