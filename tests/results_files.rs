@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anu::attack::stats::mean_median;
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -40,27 +41,15 @@ struct Found {
     median: f64,
 }
 
-/// Mean, median and success rate of the finite norms (a failed attack is stored as null), as
-/// anu computes them from its f32 norms.
+/// Mean, median (by anu's own [`mean_median`]) and success rate of the finite norms (a
+/// failed attack is stored as null), from the f32 norms anu wrote.
 fn summary(norms: &[Value]) -> (f64, f64, f64) {
-    let mut v: Vec<f64> = norms
+    let v: Vec<f32> = norms
         .iter()
-        .filter_map(Value::as_f64)
-        .map(|x| x as f32 as f64)
-        .filter(|x| x.is_finite())
+        .map(|n| n.as_f64().map_or(f32::INFINITY, |x| x as f32))
         .collect();
-    v.sort_by(f64::total_cmp);
-    let rate = v.len() as f64 / norms.len() as f64;
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN, rate);
-    }
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
-    let mid = v.len() / 2;
-    let median = if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    };
+    let rate = v.iter().filter(|x| x.is_finite()).count() as f64 / v.len() as f64;
+    let (mean, median) = mean_median(&v);
     (mean, median, rate)
 }
 
