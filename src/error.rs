@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::attack::SpecError;
+use crate::attack::settings::SpecError;
 use crate::data::DataError;
 use crate::data::fetch::FetchError;
 use crate::models::ModelError;
@@ -94,6 +94,15 @@ impl From<crate::fsutil::FileError> for Error {
 }
 
 impl Error {
+    /// This error with `model`'s file named when the error is the model's own (it computed a
+    /// NaN or an infinity); any other error as it is.
+    pub fn blamed_on(self, model: &crate::models::LoadedModel) -> Self {
+        match self {
+            Error::NonFinite { .. } => crate::models::format::format_err(&model.path, self.to_string()).into(),
+            other => other,
+        }
+    }
+
     /// An I/O failure on `path`.
     pub fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
         Error::Io {

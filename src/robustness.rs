@@ -215,7 +215,7 @@ pub fn evaluate(
         .map(|(name, loaded)| {
             let model = &loaded.model;
             let result =
-                attack_all(model, &set, spec, execution, device, true, observer).map_err(|e| loaded.blame(e))?;
+                attack_all(model, &set, spec, execution, device, true, observer).map_err(|e| e.blamed_on(loaded))?;
             let adversarials = result.adversarials.unwrap_or_default();
             let [c, h, w] = data.image_shape;
             let images = Tensor::<1>::from_data(

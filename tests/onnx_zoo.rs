@@ -1,6 +1,10 @@
 //! Real architectures exported to ONNX by `scripts/zoo/export_zoo.py` (torchvision's and
 //! RobustBench's, both exporters), each against PyTorch: does it load, how far are the logits
-//! and the input gradients from PyTorch's, and does DDN-20 find adversarials for its two images.
+//! and the input gradients from PyTorch's, and does DDN find adversarials for its two images
+//! wherever PyTorch's DDN with the same settings and budget does (the budget is the file's
+//! `ddn_steps`, 20 for files without it). The gradient is compared only where PyTorch's own
+//! float32 gradient agrees with its float64 one (`grads_f64_cosine` >= 0.999): where max-pooling
+//! windows hold ties, no float32 gradient is a reference, and the row says so.
 //! Ignored by default (the files are hundreds of MB and not committed):
 //!
 //! ```text
@@ -41,7 +45,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb).max(1e-30)
 }
 
-/// One file's row: loads, logits error, gradient cosine, DDN-20 successes.
+/// One file's row: loads, logits error, gradient cosine, DDN successes.
 fn check(json_path: &PathBuf) -> (String, bool) {
     let stem = json_path.file_stem().unwrap().to_string_lossy().to_string();
     let onnx = json_path.with_extension("onnx");
@@ -83,7 +87,7 @@ fn check(json_path: &PathBuf) -> (String, bool) {
     let logits: Vec<f32> = logits.into_data().iter::<f32>().collect();
     let el = relative_error(&logits, &floats(&json["logits"]));
     let cg = cosine(&g, &floats(&json["grads"]));
-    // DDN-20 on the two images (their labels are PyTorch's predictions).
+    // DDN on the two images (their labels are PyTorch's predictions).
     let pixels: Vec<u8> = inputs.iter().map(|v| (v * 255.0).round() as u8).collect();
     let num_classes = loaded.input_spec().num_classes;
     let data = Dataset::new(
@@ -93,7 +97,11 @@ fn check(json_path: &PathBuf) -> (String, bool) {
         num_classes,
     )
     .unwrap();
-    let spec = AttackSpec::new(20, NormUpdate::Ddn(Ddn { gamma: 0.05 })).unwrap();
+    let steps = json["ddn_steps"].as_u64().unwrap_or(20) as usize;
+    let torch_norms: Option<Vec<Option<f64>>> = json["ddn_norms"]
+        .as_array()
+        .map(|a| a.iter().map(serde_json::Value::as_f64).collect());
+    let spec = AttackSpec::new(steps, NormUpdate::Ddn(Ddn { gamma: 0.05 })).unwrap();
     let exec = Execution::new(n, 0).unwrap();
     let started = std::time::Instant::now();
     let result = attack_all(
@@ -108,13 +116,28 @@ fn check(json_path: &PathBuf) -> (String, bool) {
     .unwrap();
     let attack_s = started.elapsed().as_secs_f64();
     let found = result.success.iter().filter(|&&s| s).count();
-    let ok = el < 1e-4 && cg > 0.999 && found == n;
+    // PyTorch's DDN on the same images: anu must succeed at least where it does.
+    let torch_found = torch_norms.as_ref().map_or(n, |t| t.iter().flatten().count());
+    let attack_ok = found >= torch_found;
+    let conditioning = json["grads_f64_cosine"].as_f64().unwrap_or(1.0);
+    let (grad_ok, grad_note) = match conditioning >= 0.999 {
+        true => (cg > 0.999, String::new()),
+        false => (
+            true,
+            format!(" (PyTorch's own f32 vs f64: {conditioning:.3}; not compared)"),
+        ),
+    };
+    let ok = el < 1e-4 && grad_ok && attack_ok;
     let yes = |b: bool| if b { "yes" } else { "NO" };
+    let torch = match &torch_norms {
+        Some(t) => format!("{t:.4?}"),
+        None => "-".into(),
+    };
     let row = format!(
-        "| {stem} | yes ({load_s:.1} s) | {el:.1e} {} | {cg:.6} {} | {found}/{n} {} ({attack_s:.1} s) | norms {:?} |",
+        "| {stem} | yes ({load_s:.1} s) | {el:.1e} {} | {cg:.6} {}{grad_note} | DDN-{steps} {found}/{n} {} ({attack_s:.1} s) | {:.4?} | {torch} |",
         yes(el < 1e-4),
-        yes(cg > 0.999),
-        yes(found == n),
+        yes(grad_ok),
+        yes(attack_ok),
         result.norms
     );
     (row, ok)
@@ -140,7 +163,7 @@ fn every_exported_architecture_loads_matches_pytorch_and_is_attacked() {
     }
     assert!(!files.is_empty(), "no exports in {}", dir.display());
     let mut table = String::from(
-        "| export | loads | logits rel. error | gradient cosine | DDN-20 success | |\n|---|---|---|---|---|---|\n",
+        "| export | loads | logits rel. error | gradient cosine | DDN success (anu) | anu norms | PyTorch DDN norms |\n|---|---|---|---|---|---|---|\n",
     );
     let mut failures = Vec::new();
     for f in &files {

@@ -15,12 +15,19 @@ something to do. Each export is written as NAME-EXPORTER.onnx (legacy: opset 17 
 dimension; dynamo: torch's default exporter with a free batch dimension) beside NAME-EXPORTER.json:
 `input_shape`, two inputs (`inputs`, flattened, each value k/255 so that they are exact 8-bit
 pixels), `labels`, `logits`, `grads` (of the summed cross-entropy at `labels`), the torch version
-and the exporter. A model that an exporter cannot export is listed in `failed.json` with the
-reason.
+and the exporter; `grads_f64_cosine`, the cosine between PyTorch's float32 gradient and its own
+float64 one (near 1 where the gradient is well defined; far below 1 where max-pooling windows hold
+ties, as in GoogLeNet with these weights, so that no float32 gradient can be compared there);
+and `ddn_steps` / `ddn_norms`, the norms that a plain PyTorch DDN (Rony et al.'s rule, the settings
+of `anu`'s DDN: eps_0 = 1, gamma = 0.05, alpha annealed from 1 to 0.01) finds in that many
+iterations (null where it finds none). A model that an exporter cannot export is listed in
+`failed.json` with the reason.
 """
 import argparse
+import copy
 import importlib.util
 import json
+import math
 import os
 import sys
 import traceback
@@ -86,6 +93,37 @@ def reference(model, shape, generator):
     return x.detach(), labels, logits.detach(), grads
 
 
+def f64_cosine(model, x, labels, grads):
+    """Cosine between `grads` and PyTorch's float64 gradient at the same point."""
+    m64 = copy.deepcopy(model).double()
+    x64 = x.double().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(m64(x64), labels, reduction="sum")
+    (g64,) = torch.autograd.grad(loss, x64)
+    return torch.nn.functional.cosine_similarity(g64.flatten(), grads.double().flatten(), dim=0).item()
+
+
+def ddn(model, x, labels, steps, gamma=0.05, init_eps=1.0, alpha_max=1.0, alpha_min=0.01):
+    """Best adversarial L2 norm per image of a plain DDN (None where none is found)."""
+    b = x.shape[0]
+    delta = torch.zeros_like(x, requires_grad=True)
+    eps = torch.full((b,), init_eps)
+    best = torch.full((b,), math.inf)
+    for k in range(steps):
+        alpha = alpha_min + 0.5 * (alpha_max - alpha_min) * (1 + math.cos(math.pi * k / steps))
+        logits = model(x + delta)
+        adversarial = logits.argmax(1) != labels
+        loss = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+        (g,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            norm = delta.flatten(1).norm(dim=1)
+            best = torch.where(adversarial & (norm < best), norm, best)
+            delta += alpha * g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            eps = torch.where(adversarial, eps * (1 - gamma), eps * (1 + gamma))
+            delta *= (eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).view(-1, 1, 1, 1)
+            delta.copy_((x + delta).clamp(0, 1) - x)
+    return [None if math.isinf(v) else v for v in best.tolist()]
+
+
 def export(model, shape, path, exporter):
     x = torch.rand(2, *shape)
     if exporter == "legacy":
@@ -133,6 +171,7 @@ def main():
     p.add_argument("--robustbench", help="folder of the unpacked robustbench wheel")
     p.add_argument("--only", help="comma-separated model names")
     p.add_argument("--exporters", default="legacy,dynamo")
+    p.add_argument("--ddn-steps", type=int, default=50, help="iterations of the reference DDN")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
     builds = [(n, lambda n=n, kw=kw: getattr(torchvision.models, n)(weights=None, **kw), (3, 224, 224)) for n, kw in IMAGENET]
@@ -150,6 +189,8 @@ def main():
             set_batch_norm_statistics(model, generator)
             fit_classifier(model, shape, generator)
         x, labels, logits, grads = reference(model, shape, generator)
+        conditioning = f64_cosine(model, x, labels, grads)
+        ddn_norms = ddn(model, x, labels, args.ddn_steps)
         for exporter in args.exporters.split(","):
             stem = os.path.join(args.out, f"{name}-{exporter}")
             try:
@@ -168,6 +209,9 @@ def main():
                 "labels": labels.tolist(),
                 "logits": logits.tolist(),
                 "grads": grads.reshape(2, -1).tolist(),
+                "grads_f64_cosine": conditioning,
+                "ddn_steps": args.ddn_steps,
+                "ddn_norms": ddn_norms,
             }
             with open(stem + ".json", "w") as f:
                 json.dump(record, f)

@@ -153,7 +153,7 @@ pub fn run(args: AttackArgs) -> Result<()> {
         .run(&campaign, args.common.device_name(), &mut observers, &mut |line| {
             bar.suspend(|| eprintln!("{line}"))
         })
-        .map_err(|e| loaded.blame(e))?;
+        .map_err(|e| e.blamed_on(&loaded))?;
     bar.finish_and_clear();
     let norms: Vec<Option<f32>> = result.norms.iter().map(|n| n.is_finite().then_some(*n)).collect();
     let (success_rate, mean, median) = summarise(&norms);

@@ -39,7 +39,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         None => test,
     };
     let batch = args.batch_size.unwrap_or(args.common.dataset.info().default_batch_size);
-    let (acc, correct) = anu::eval::accuracy(&loaded.model, &test, &device, batch).map_err(|e| loaded.blame(e))?;
+    let (acc, correct) = anu::eval::accuracy(&loaded.model, &test, &device, batch).map_err(|e| e.blamed_on(&loaded))?;
     if args.json {
         println!(
             "{}",

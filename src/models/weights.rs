@@ -88,15 +88,6 @@ impl LoadedModel {
     pub fn check_fits(&self, dataset: DatasetName) -> Result<(), ModelError> {
         check_fits(self.input_spec(), self.name(), &self.path, dataset)
     }
-
-    /// `e`, with this model's file named when the error is the model's own (it computed a NaN
-    /// or an infinity); any other error as it is.
-    pub fn blame(&self, e: crate::Error) -> crate::Error {
-        match e {
-            crate::Error::NonFinite { .. } => format_err(&self.path, e.to_string()).into(),
-            other => other,
-        }
-    }
 }
 
 /// Opens a weight file: a regular file of at most [`MAX_WEIGHT_FILE_BYTES`]. Returns the open

@@ -131,7 +131,7 @@ pub fn reproduce(model: &LoadedModel, test: &Dataset, options: &ReproduceOptions
         };
         let result = saved
             .run(&campaign, options.device_name.clone(), &mut observers, &mut note)
-            .map_err(|e| model.blame(e))?;
+            .map_err(|e| e.blamed_on(model))?;
         if job.records_fig4() {
             let data = Fig4Data {
                 attack: job.attack,
@@ -224,7 +224,7 @@ fn figure3_runs(
             false,
             &mut (EveryStep(|| bar.inc(1)), &mut trace),
         )
-        .map_err(|e| model.blame(e))?;
+        .map_err(|e| e.blamed_on(model))?;
         data.push(Fig3Data {
             attack,
             best_norm: trace
