@@ -2,10 +2,11 @@
 //! after Liu & Cao, "Self-adaptive Norm Update for Faster Gradient-based L2 Adversarial
 //! Attacks and Defenses", on the `burn` deep-learning framework.
 //!
-//! Layout: [`attack`] (the one DDN/ANU loop, specs, observers, campaigns), [`models`]
-//! (classifiers and weight files), [`data`] (data sets and their facts), [`train`] (training,
-//! adversarial training of Eq. 6-7 in [`train::adversarial`], augmentation in [`train::augment`]), [`reproduce`] and [`robustness`] (the paper's tables
-//! and figures), [`bench`] (throughput); errors are [`Error`].
+//! Layout: [`attack`] (the one DDN/ANU loop, specs, observers, campaigns), [`models`] (classifiers
+//! and weight files), [`data`] (data sets and their facts), [`train`] (training, adversarial
+//! training of Eq. 6-7 in [`train::adversarial`], augmentation in [`train::augment`]),
+//! [`reproduce`] and [`robustness`] (the paper's tables and figures), [`bench`] (throughput);
+//! errors are [`Error`].
 //!
 //! `unsafe` code is denied outside [`kernels`] (the CPU kernels) and the few calls that need
 //! it elsewhere, each allowed by name: [`allocator::retain_freed_memory`],

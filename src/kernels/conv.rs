@@ -9,16 +9,16 @@
 //! channel, filter column) relative to it. So the column never has to be written out: the
 //! kernel reads it from the input as it goes.
 //!
-//! The product is tiled as a matrix multiplication's micro-kernel is: a tile of [`TILE_CHANNELS`] output
-//! channels by [`TILE_PIXELS`] output pixels is accumulated in registers over all `K` taps. At each tap,
-//! the tile's `TILE_CHANNELS` filter values are loaded as vectors (the filter is packed so that they are
-//! contiguous) and each pixel's input value is broadcast and multiplied into them, one fused
-//! multiply-add per vector. With AVX2 the tile is 16 channels (two 8-wide vectors) by 6 pixels:
-//! 12 accumulators, 12 multiply-adds for 2 vector loads and 6 broadcasts per tap, which keeps
-//! the two FMA units of a core busy. The pixels of a tile are any 6 consecutive output pixels of
-//! one image in row-major order (they may wrap to the next row), so odd widths cost nothing; a
-//! last tile of fewer pixels repeats its last pixel and drops the copies, and a last block of
-//! fewer channels reads zero filter rows and drops them.
+//! The product is tiled as a matrix multiplication's micro-kernel is: a tile of [`TILE_CHANNELS`]
+//! output channels by [`TILE_PIXELS`] output pixels is accumulated in registers over all `K` taps.
+//! At each tap, the tile's `TILE_CHANNELS` filter values are loaded as vectors (the filter is
+//! packed so that they are contiguous) and each pixel's input value is broadcast and multiplied
+//! into them, one fused multiply-add per vector. With AVX2 the tile is 16 channels (two 8-wide
+//! vectors) by 6 pixels: 12 accumulators, 12 multiply-adds for 2 vector loads and 6 broadcasts per
+//! tap, which keeps the two FMA units of a core busy. The pixels of a tile are any 6 consecutive
+//! output pixels of one image in row-major order (they may wrap to the next row), so odd widths
+//! cost nothing; a last tile of fewer pixels repeats its last pixel and drops the copies, and a
+//! last block of fewer channels reads zero filter rows and drops them.
 //!
 //! Work is split over images and channel blocks on rayon's pool. Each image is zero-padded
 //! into a buffer of its own just before its convolution, so that it is read back from the
@@ -43,9 +43,9 @@ pub const TILE_PIXELS: usize = 6;
 /// Alignment, in floats, of each packed filter block (one cache line).
 const ALIGN: usize = 16;
 
-/// A filter packed for [`conv2d`]: for each block of [`TILE_CHANNELS`] output channels, for each tap
-/// `(r, c, s)` (filter row, input channel, filter column) in that order, the `TILE_CHANNELS` filter values
-/// of the block's channels (zero past the last channel). Blocks start on cache lines.
+/// A filter packed for [`conv2d`]: for each block of [`TILE_CHANNELS`] output channels, for each
+/// tap `(r, c, s)` (filter row, input channel, filter column) in that order, the `TILE_CHANNELS`
+/// filter values of the block's channels (zero past the last channel). Blocks start on cache lines.
 // Not `Clone`: a copy would lose the alignment of `start`.
 #[derive(Debug)]
 pub struct PackedFilter {
@@ -425,8 +425,9 @@ fn conv_block(
             Microkernel::Portable => tile_portable(x, &bases, offsets, filter, &mut tile),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `detect` saw AVX2 and FMA; `tile_avx2` reads `x` at `base + offset`, each
-            // below `x.len()` since the bases are of output pixels and the offsets of taps, and
-            // a full tile writes `out[c pixels + j]` for `c < TILE_CHANNELS`, `j < TILE_PIXELS`, inside `out`.
+            // below `x.len()` since the bases are of output pixels and the offsets of taps, and a
+            // full tile writes `out[c pixels + j]` for `c < TILE_CHANNELS`, `j < TILE_PIXELS`,
+            // inside `out`.
             Microkernel::Avx2 if full => unsafe {
                 let sink = Sink::Output {
                     out: out.as_mut_ptr() as *mut f32,

@@ -1,16 +1,16 @@
 //! Matrix products `dst (m x n) = lhs (m x k) rhs (k x n)` with `rhs` and `dst` row-major, as
 //! a 1x1 convolution has them (`k` input channels, `n` pixels per channel), for AVX2 and FMA.
 //!
-//! `lhs` (the filter, small) is packed once per call into panels of [`TILE_CHANNELS`] rows, each stored
-//! column by column. The columns of `rhs` are walked in blocks small enough that a block of all
-//! `k` rows stays in the core's L2 cache; each block is first copied into tiles of 16 columns,
+//! `lhs` (the filter, small) is packed once per call into panels of [`TILE_CHANNELS`] rows, each
+//! stored column by column. The columns of `rhs` are walked in blocks small enough that a block of
+//! all `k` rows stays in the core's L2 cache; each block is first copied into tiles of 16 columns,
 //! each tile's `k` rows one after the other (zero-padded past the last column), so that the
-//! register tiles read it in one stream. That copy can also mask `rhs` by an activation's
-//! gradient (the input gradient of a convolution followed by ReLU6). A register tile of
-//! [`TILE_CHANNELS`] rows by 16 columns keeps 12 accumulators and, for each of the `k` inner indices,
-//! loads two vectors of the copied block and broadcasts [`TILE_CHANNELS`] filter values. The bias and
-//! the activation are applied in registers before a tile is stored, so each output value is
-//! written once.
+//! register tiles read it in one stream. That copy can also mask `rhs` by an activation's gradient
+//! (the input gradient of a convolution followed by ReLU6). A register tile of [`TILE_CHANNELS`]
+//! rows by 16 columns keeps 12 accumulators and, for each of the `k` inner indices, loads two
+//! vectors of the copied block and broadcasts [`TILE_CHANNELS`] filter values. The bias and the
+//! activation are applied in registers before a tile is stored, so each output value is written
+//! once.
 //!
 //! Every output value is the sum over the inner index in increasing order, started from zero,
 //! whatever the blocking or the number of threads: results do not depend on either.
@@ -42,8 +42,8 @@ pub fn available() -> bool {
 pub struct ThinProduct {
     m: usize,
     k: usize,
-    /// `ceil(m / TILE_CHANNELS)` panels of `k * TILE_CHANNELS` values: panel `p` holds `lhs[p TILE_CHANNELS + r][i]` at
-    /// `i TILE_CHANNELS + r`, zero for rows past `m`.
+    /// `ceil(m / TILE_CHANNELS)` panels of `k * TILE_CHANNELS` values: panel `p` holds
+    /// `lhs[p TILE_CHANNELS + r][i]` at `i TILE_CHANNELS + r`, zero for rows past `m`.
     panels: Vec<f32>,
     /// Bias of each row, `TILE_CHANNELS` per panel, zero past `m` (or everywhere without a bias).
     bias: Vec<f32>,
@@ -271,8 +271,8 @@ struct Dst {
 /// [`TILE_CHANNELS`] rows `r` and 16 columns `c`, the inner sum in increasing `i` from zero.
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA; `filter` must hold `k * TILE_CHANNELS` values, `tile` `k * 16`,
-/// and `dst` `rows <= TILE_CHANNELS` rows of `cols <= 16` writable values.
+/// The CPU must support AVX2 and FMA; `filter` must hold `k * TILE_CHANNELS` values, `tile`
+/// `k * 16`, and `dst` `rows <= TILE_CHANNELS` rows of `cols <= 16` writable values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2(filter: &[f32], tile: &[f32], k: usize, bias: &[f32], activation: Activation, dst: Dst) {
